@@ -1,0 +1,102 @@
+"""`ponder traces`: list and inspect persisted thoughts."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from ponder.cli.app import app
+from ponder.cli.errors import fail
+from ponder.store import NodeRecord, StoreError, TraceStore
+
+traces_app = typer.Typer(help="List and inspect the hidden thoughts of past requests.", no_args_is_help=True)
+app.add_typer(traces_app, name="traces")
+
+StoreOption = Annotated[Path | None, typer.Option(help="Trace database (default: $PONDER_HOME/traces.sqlite).")]
+
+
+def _open(store: Path | None) -> TraceStore:
+    if store is not None and not store.exists():
+        fail(f"no trace store at {store}")
+    try:
+        return TraceStore(store)
+    except StoreError as exc:
+        fail(str(exc))
+
+
+@traces_app.command("list")
+def list_traces(
+    store: StoreOption = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List recent traces, newest first."""
+    records = _open(store).list_traces(limit)
+    if as_json:
+        print(json.dumps([{k: v for k, v in r.to_dict().items() if k != "nodes"} for r in records]))
+        return
+    table = Table("id", "when", "strategy", "status", "answer", "stopped by", "tokens", "question")
+    for r in records:
+        table.add_row(
+            r.id[:12],
+            datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+            r.strategy,
+            r.status,
+            r.answer or "",
+            r.stopped_by or "",
+            str((r.usage or {}).get("completion_tokens", "")),
+            r.question[:50],
+        )
+    Console().print(table)
+
+
+@traces_app.command("show")
+def show_trace(
+    trace_id: Annotated[str, typer.Argument(help="Trace id (a unique prefix is enough).")],
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    full: Annotated[bool, typer.Option(help="Show whole texts, not previews.")] = False,
+) -> None:
+    """Show one trace as a tree of thoughts."""
+    record = _open(store).get_trace(trace_id)
+    if record is None:
+        fail(f"no single trace matches {trace_id!r}")
+    if as_json:
+        print(json.dumps(record.to_dict()))
+        return
+    usage = record.usage or {}
+    title = (
+        f"[bold]{record.question}[/]\n{record.strategy} on {record.model} · {record.status}"
+        f" · answer [bold]{record.answer}[/] · {usage.get('completion_tokens', '?')} tokens"
+        f" · {usage.get('seconds', '?')}s" + (f" · stopped by {record.stopped_by}" if record.stopped_by else "")
+    )
+    tree = Tree(title)
+    branches: dict[str | None, Tree] = {None: tree}
+    for node in record.nodes:
+        parent = branches.get(node.parent_id, tree)
+        branches[node.id] = parent.add(_label(node, full))
+    Console().print(tree)
+
+
+def _label(node: NodeRecord, full: bool) -> str:
+    text = node.text if full else " ".join(node.text.split())[:90]
+    parts = [f"[bold]{node.kind}[/]"]
+    if node.answer is not None:
+        parts.append(f"→ [cyan]{node.answer}[/]")
+    if node.score is not None:
+        parts.append(f"score {node.score:.2f}")
+    if node.completion_tokens:
+        parts.append(f"{node.completion_tokens} tok")
+    reason = node.meta.get("finish_reason")
+    if reason and reason != "stop":
+        parts.append(f"[yellow]{reason}[/]")
+    if text and node.kind != "root":
+        parts.append(f"[dim]{text}[/]")
+    return " ".join(parts)

@@ -1,0 +1,105 @@
+"""The engine contract: the only thing in ponder that talks to a model.
+
+Strategies build `GenerationRequest`s and get `Completion`s back; they never know which
+backend ran them. Engines charge the request's meter as tokens are produced, so a budget
+is enforced *while* generating, not after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ponder.budget import Meter
+
+Message = dict[str, str]
+FinishReason = Literal["stop", "length", "budget", "error"]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt to sample `n` continuations of.
+
+    Exactly one of `messages` (chat, formatted with the model's template) or `prompt`
+    (raw text) is set. `prefill` continues a partial assistant message, so step-level
+    search can extend a partial solution without re-evaluating it.
+    """
+
+    messages: Sequence[Message] | None = None
+    prompt: str | None = None
+    prefill: str = ""
+    n: int = 1
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    stop: Sequence[str] = ()
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("GenerationRequest needs exactly one of messages or prompt")
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Completion:
+    """One sampled continuation. `text` excludes the prefill."""
+
+    text: str
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float = 0.0
+    logprobs: list[TokenLogprob] | None = None
+    usage_estimated: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Price:
+    """Dollars per million tokens; 0 for a local model."""
+
+    prompt_per_million: float = 0.0
+    completion_per_million: float = 0.0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (
+            prompt_tokens * self.prompt_per_million
+            + completion_tokens * self.completion_per_million
+        ) / 1e6
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A model behind a batched, async `generate`.
+
+    `generate` returns, for each request, its `n` completions in order. When `meter` is
+    given the engine charges it (prompt tokens once per request, completion tokens as
+    they are produced) and stops generating when `meter.exhausted()` says a limit is hit,
+    returning what it has with finish_reason "budget".
+    """
+
+    model: str
+    price: Price
+
+    async def generate(
+        self, requests: Sequence[GenerationRequest], meter: Meter | None = None
+    ) -> list[list[Completion]]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,56 @@
+"""Self-consistency (Wang et al. 2023): sample n reasoning paths, majority-vote the answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ponder.context import Candidate, Context
+from ponder.problem import Problem
+from ponder.strategies.base import Result, Strategy
+from ponder.vote import tally
+
+
+@dataclass
+class SelfConsistency(Strategy):
+    name = "self-consistency"
+    summary = "Sample n answers at temperature and return the majority vote (ties: first seen)."
+
+    n: int = field(default=8, metadata={"help": "samples to vote over"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        samples = await ctx.sample(problem, self.n, temperature=self.temperature, top_p=self.top_p)
+        return majority(samples, ctx)
+
+
+def majority(samples: list[Candidate], ctx: Context, weights: list[float] | None = None) -> Result:
+    """Vote over finished samples; if the budget cut every sample short, vote over what the
+    partial samples say rather than return nothing (anytime)."""
+    pool = [(s, w) for s, w in zip(samples, weights or [1.0] * len(samples), strict=True) if s.finished]
+    if not any(s.answer for s, _ in pool):
+        pool = list(zip(samples, weights or [1.0] * len(samples), strict=True))
+    votes = tally((s.answer for s, _ in pool), (w for _, w in pool))
+    winner = votes.winner
+    vote_node = ctx.note(
+        "vote",
+        ", ".join(f"{a}: {w:g}" for a, w in votes.totals.items()),
+        answer=winner,
+        score=votes.share(),
+        totals=votes.totals,
+        voters=len(pool),
+    )
+    chosen = next((s for s, _ in pool if s.answer == winner), samples[0] if samples else None)
+    if chosen is None:
+        return Result(None, "", node=vote_node)
+    return Result(
+        winner,
+        chosen.text,
+        score=votes.share(),
+        node=vote_node,
+        response_tokens=chosen.completion.completion_tokens,
+    )
