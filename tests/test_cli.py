@@ -94,3 +94,23 @@ def test_deadline_returns_best_so_far(tmp_path: Path) -> None:
     assert out["answer"]
     assert out["usage"]["seconds"] < 2.5  # the budget holds inside the request
     assert wall < 15  # and the process as a whole does not hang (generous: loaded CI machine)
+
+
+@pytest.mark.model
+def test_same_think_against_an_openai_compatible_server(tmp_path: Path) -> None:
+    from servers import LlamaCppServer
+
+    with LlamaCppServer() as server:
+        result = ponder(
+            "think", "What is 17 + 25?", "--strategy", "self-consistency", "--samples", "8", "--json",
+            "--max-tokens", "64", "--engine", "openai", "--base-url", server.base_url, home=tmp_path,
+        )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    trace = json.loads(ponder("traces", "show", out["trace_id"], "--json", home=tmp_path).stdout)
+    samples = [n for n in trace["nodes"] if n["kind"] == "sample"]
+    assert len(samples) == 8  # the server answers one choice per request: ponder fanned out
+    assert trace["model"] == server.model
+    # the server's own token counts, not estimates, add up to the reported usage
+    assert sum(n["completion_tokens"] for n in samples) == out["usage"]["completion_tokens"]
+    assert out["usage"]["prompt_tokens"] >= 8 * samples[0]["prompt_tokens"]

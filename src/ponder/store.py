@@ -158,10 +158,14 @@ class TraceStore:
         stopped_by: str | None,
         usage: dict[str, Any],
         finished_at: float,
+        model: str | None = None,
     ) -> None:
+        """Close a trace; `model` corrects the name when the engine learnt it while running
+        (an HTTP engine asks the server)."""
         self._write(
-            "UPDATE traces SET status=?, answer=?, stopped_by=?, usage=?, finished_at=? WHERE id=?",
-            (status, answer, stopped_by, json.dumps(usage), finished_at, trace_id),
+            "UPDATE traces SET status=?, answer=?, stopped_by=?, usage=?, finished_at=?, model=COALESCE(?, model)"
+            " WHERE id=?",
+            (status, answer, stopped_by, json.dumps(usage), finished_at, model or None, trace_id),
         )
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

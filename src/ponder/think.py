@@ -139,6 +139,7 @@ async def athink(
             stopped_by=meter.stopped_by,
             usage=dataclasses.asdict(usage),
             finished_at=time.time(),
+            model=engine.model,
         )
     return Answer(
         answer=result.answer,

@@ -70,11 +70,9 @@ def think(
         fail(f"cannot start the {engine} engine: {exc}")
     meter = Meter(limits)
     try:
-        result = asyncio.run(_run_with_progress(problem, chosen, meter, eng, verifier, trace_store, max_tokens, seed))
+        result = asyncio.run(_run_and_close(problem, chosen, meter, eng, verifier, trace_store, max_tokens, seed))
     except StoreError as exc:
         fail(str(exc))
-    finally:
-        asyncio.run(eng.aclose())
     _print(result, as_json, show_response)
 
 
@@ -85,6 +83,15 @@ def _verifier(specs: list[str] | None) -> Any:
 
     checks = [parse_verifier_spec(spec) for spec in specs]
     return checks[0] if len(checks) == 1 else AllOf(checks)
+
+
+async def _run_and_close(*args: Any) -> Answer:
+    """Run and close the engine on one event loop (HTTP clients belong to their loop)."""
+    engine: Engine = args[3]
+    try:
+        return await _run_with_progress(*args)
+    finally:
+        await engine.aclose()
 
 
 async def _run_with_progress(
