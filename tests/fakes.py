@@ -30,11 +30,15 @@ class ScriptedEngine:
         self._texts = itertools.cycle(script) if not callable(script) else None
         self._count = 0
 
-    async def generate(self, requests: Sequence[GenerationRequest], meter: Meter | None = None) -> list[list[Completion]]:
+    async def generate(
+        self, requests: Sequence[GenerationRequest], meter: Meter | None = None
+    ) -> list[list[Completion]]:
         out: list[list[Completion]] = []
         for req in requests:
             self.calls.append(req)
-            prompt_tokens = sum(len(m["content"].split()) for m in req.messages or []) + len((req.prompt or "").split())
+            prompt_tokens = sum(len(m["content"].split()) for m in req.messages or []) + len(
+                (req.prompt or "").split()
+            )
             if meter is not None:
                 meter.charge(prompt_tokens=prompt_tokens, usd=self.price.cost(prompt_tokens, 0))
             group = []
@@ -50,7 +54,15 @@ class ScriptedEngine:
                 if meter is not None:
                     meter.charge(completion_tokens=tokens, usd=self.price.cost(0, tokens))
                 logprobs = [TokenLogprob(w, self.logprob) for w in words] if req.logprobs else None
-                group.append(Completion(" ".join(words) if finish == "length" else text, finish, prompt_tokens, tokens, logprobs=logprobs))
+                group.append(
+                    Completion(
+                        " ".join(words) if finish == "length" else text,
+                        finish,
+                        prompt_tokens,
+                        tokens,
+                        logprobs=logprobs,
+                    )
+                )
             out.append(group)
         return out
 

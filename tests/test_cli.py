@@ -16,7 +16,11 @@ import pytest
 def ponder(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PONDER_HOME": str(home)}
     return subprocess.run(
-        [sys.executable, "-m", "ponder", *args], capture_output=True, text=True, env=env, timeout=timeout,
+        [sys.executable, "-m", "ponder", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
 
@@ -50,15 +54,30 @@ def test_unknown_trace_id(tmp_path: Path) -> None:
 @pytest.mark.model
 def test_self_consistency_json_and_trace(tmp_path: Path) -> None:
     result = ponder(
-        "think", "What is 17 + 25?", "--strategy", "self-consistency", "--samples", "8", "--json",
-        "--max-tokens", "96", home=tmp_path,
+        "think",
+        "What is 17 + 25?",
+        "--strategy",
+        "self-consistency",
+        "--samples",
+        "8",
+        "--json",
+        "--max-tokens",
+        "96",
+        home=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert set(out) >= {"answer", "strategy", "trace_id", "stopped_by", "usage"}
     assert out["strategy"] == "self-consistency:n=8"
     usage = out["usage"]
-    assert set(usage) == {"prompt_tokens", "reasoning_tokens", "completion_tokens", "total_tokens", "seconds", "usd"}
+    assert set(usage) == {
+        "prompt_tokens",
+        "reasoning_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "seconds",
+        "usd",
+    }
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert 0 <= usage["reasoning_tokens"] <= usage["completion_tokens"]
     assert usage["usd"] == 0
@@ -84,7 +103,15 @@ def test_self_consistency_json_and_trace(tmp_path: Path) -> None:
 def test_deadline_returns_best_so_far(tmp_path: Path) -> None:
     started = time.monotonic()
     result = ponder(
-        "think", "What is 2 + 2?", "--strategy", "self-consistency", "--samples", "64", "--budget", "2s", "--json",
+        "think",
+        "What is 2 + 2?",
+        "--strategy",
+        "self-consistency",
+        "--samples",
+        "64",
+        "--budget",
+        "2s",
+        "--json",
         home=tmp_path,
     )
     wall = time.monotonic() - started
@@ -102,8 +129,20 @@ def test_same_think_against_an_openai_compatible_server(tmp_path: Path) -> None:
 
     with LlamaCppServer() as server:
         result = ponder(
-            "think", "What is 17 + 25?", "--strategy", "self-consistency", "--samples", "8", "--json",
-            "--max-tokens", "64", "--engine", "openai", "--base-url", server.base_url, home=tmp_path,
+            "think",
+            "What is 17 + 25?",
+            "--strategy",
+            "self-consistency",
+            "--samples",
+            "8",
+            "--json",
+            "--max-tokens",
+            "64",
+            "--engine",
+            "openai",
+            "--base-url",
+            server.base_url,
+            home=tmp_path,
         )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)

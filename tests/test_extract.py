@@ -29,7 +29,19 @@ def test_extract(text: str, fmt: str, expected: str | None) -> None:
     assert extract_answer(text, fmt) == expected
 
 
-@pytest.mark.parametrize(("raw", "canon"), [("1,000", "1000"), ("1000.0", "1000"), ("1000", "1000"), ("-.5", "-0.5"), ("0.50", "0.5"), ("$3", "3"), ("6/3", "2"), ("1/3", "1/3")])
+@pytest.mark.parametrize(
+    ("raw", "canon"),
+    [
+        ("1,000", "1000"),
+        ("1000.0", "1000"),
+        ("1000", "1000"),
+        ("-.5", "-0.5"),
+        ("0.50", "0.5"),
+        ("$3", "3"),
+        ("6/3", "2"),
+        ("1/3", "1/3"),
+    ],
+)
 def test_canonical_numbers_vote_together(raw: str, canon: str) -> None:
     assert canonical_number(raw) == canon
 

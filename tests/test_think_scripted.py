@@ -37,21 +37,25 @@ async def test_ties_go_to_the_answer_seen_first() -> None:
 
 async def test_samples_budget_caps_generation_and_is_reported() -> None:
     engine = ScriptedEngine(["Answer: 3"])
-    answer = await athink("q?", strategy="self-consistency:n=16", budget="5 samples", engine=engine, store=False)
+    answer = await athink(
+        "q?", strategy="self-consistency:n=16", budget="5 samples", engine=engine, store=False
+    )
     assert sum(r.n for r in engine.calls) == 5
     assert answer.stopped_by == "samples" and answer.answer == "3"
 
 
 async def test_token_budget_stops_and_returns_best_so_far() -> None:
     engine = ScriptedEngine(["one two three Answer: 5"])  # 5 tokens each
-    answer = await athink("q?", strategy="self-consistency:n=10", budget=Budget(tokens=12), engine=engine, store=False)
+    answer = await athink(
+        "q?", strategy="self-consistency:n=10", budget=Budget(tokens=12), engine=engine, store=False
+    )
     assert answer.stopped_by == "tokens"
     assert answer.answer == "5"
     assert answer.usage.completion_tokens == 15  # the sample in flight when the limit hit finishes
 
 
 async def test_crash_keeps_thoughts_already_written(tmp_path: Path) -> None:
-    def explode(request, index):  # noqa: ANN001, ANN202
+    def explode(request, index):
         raise RuntimeError("engine died")
 
     store = TraceStore(tmp_path / "t.sqlite")

@@ -99,7 +99,13 @@ class Context:
         return [self.record(problem, c, kind=kind, parent=parent, index=i) for i, c in enumerate(completions)]
 
     def record(
-        self, problem: Problem, completion: Completion, *, kind: NodeKind = "sample", parent: str | None = None, **meta: Any
+        self,
+        problem: Problem,
+        completion: Completion,
+        *,
+        kind: NodeKind = "sample",
+        parent: str | None = None,
+        **meta: Any,
     ) -> Candidate:
         answer = extract_answer(completion.text, problem.format)
         node = self.note(
@@ -115,7 +121,9 @@ class Context:
         )
         return Candidate(completion.text, answer, completion, node)
 
-    async def verify(self, problem: Problem, candidate: Candidate, verifier: Verifier | None = None) -> Verdict | None:
+    async def verify(
+        self, problem: Problem, candidate: Candidate, verifier: Verifier | None = None
+    ) -> Verdict | None:
         """Run the verifier and record its verdict under the candidate's node."""
         verifier = verifier or self.verifier
         if verifier is None:
@@ -130,4 +138,3 @@ class Context:
             verifier=verifier.name,
         )
         return verdict
-

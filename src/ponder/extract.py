@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-_NUMBER = re.compile(r"(?<![\w.])[-−]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?%?(?![\w])|(?<![\w.])[-−]?\.\d+")
-_ANSWER_LINE = re.compile(
-    r"(?:final answer|answer)\s*(?:is|:|=)\s*:?\s*(.+?)(?:\n|$)", re.IGNORECASE
+_NUMBER = re.compile(
+    r"(?<![\w.])[-−]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?%?(?![\w])|(?<![\w.])[-−]?\.\d+"
 )
+_ANSWER_LINE = re.compile(r"(?:final answer|answer)\s*(?:is|:|=)\s*:?\s*(.+?)(?:\n|$)", re.IGNORECASE)
 _CHOICE = re.compile(r"\(([A-J])\)|\b([A-J])\)|(?:option|choice)\s+([A-J])\b|^\s*([A-J])\s*$", re.MULTILINE)
 
 
@@ -84,7 +84,7 @@ def _is_mostly_number(candidate: str, number: str) -> bool:
 
 
 def canonical_number(raw: str) -> str:
-    """"1,000" -> "1000", "1000.0" -> "1000", "$5" -> "5", "-.5" -> "-0.5", "50%" -> "50"."""
+    """ "1,000" -> "1000", "1000.0" -> "1000", "$5" -> "5", "-.5" -> "-0.5", "50%" -> "50"."""
     s = raw.replace("−", "-").replace(",", "").replace("$", "").replace("%", "").replace(" ", "")
     if "/" in s:
         num, _, den = s.partition("/")

@@ -120,7 +120,14 @@ class TraceStore:
             raise StoreError(f"cannot write trace store {self.path}: {exc}") from exc
 
     def begin_trace(
-        self, trace_id: str, *, question: str, strategy: str, model: str, budget: dict[str, Any], created_at: float
+        self,
+        trace_id: str,
+        *,
+        question: str,
+        strategy: str,
+        model: str,
+        budget: dict[str, Any],
+        created_at: float,
     ) -> None:
         self._write(
             "INSERT INTO traces (id, question, strategy, model, budget, status, created_at)"
@@ -163,8 +170,8 @@ class TraceStore:
         """Close a trace; `model` corrects the name when the engine learnt it while running
         (an HTTP engine asks the server)."""
         self._write(
-            "UPDATE traces SET status=?, answer=?, stopped_by=?, usage=?, finished_at=?, model=COALESCE(?, model)"
-            " WHERE id=?",
+            "UPDATE traces SET status=?, answer=?, stopped_by=?, usage=?, finished_at=?,"
+            " model=COALESCE(?, model) WHERE id=?",
             (status, answer, stopped_by, json.dumps(usage), finished_at, model or None, trace_id),
         )
 

@@ -73,7 +73,7 @@ def default_engine() -> Engine:
     return _default_engine
 
 
-def _open_store(store: TraceStore | str | Path | None | bool) -> TraceStore | None:
+def _open_store(store: TraceStore | str | Path | bool | None) -> TraceStore | None:
     if store is False:
         return None
     if isinstance(store, TraceStore):
@@ -90,7 +90,7 @@ async def athink(
     budget: Budget | str | None = None,
     engine: Engine | None = None,
     verifier: Verifier | None = None,
-    store: TraceStore | str | Path | None | bool = None,
+    store: TraceStore | str | Path | bool | None = None,
     on_node: Callable[[NodeRecord], None] | None = None,
     meter: Meter | None = None,
     seed: int = 0,
@@ -117,7 +117,15 @@ async def athink(
             created_at=time.time(),
         )
     root = trace.add("root", problem.question, strategy=chosen.spec())
-    ctx = Context(engine=engine, meter=meter, trace=trace, verifier=verifier, parent=root, seed=seed, max_tokens=max_tokens)
+    ctx = Context(
+        engine=engine,
+        meter=meter,
+        trace=trace,
+        verifier=verifier,
+        parent=root,
+        seed=seed,
+        max_tokens=max_tokens,
+    )
     status = "error"
     try:
         result = await chosen.run(problem, ctx)
@@ -125,8 +133,12 @@ async def athink(
     finally:
         if status != "done" and trace_store is not None:
             trace_store.finish_trace(
-                trace.id, status=status, answer=None, stopped_by=meter.stopped_by,
-                usage={}, finished_at=time.time(),
+                trace.id,
+                status=status,
+                answer=None,
+                stopped_by=meter.stopped_by,
+                usage={},
+                finished_at=time.time(),
             )
     meter.exhausted()  # a limit reached exactly at the end still counts as what stopped it
     usage = Usage.from_meter(meter, result.response_tokens)

@@ -24,7 +24,7 @@ class Tally:
     @property
     def margin(self) -> float:
         """Lead of the winner over the runner-up."""
-        ranked = sorted(self.totals.values(), reverse=True) + [0.0, 0.0]
+        ranked = [*sorted(self.totals.values(), reverse=True), 0.0, 0.0]
         return ranked[0] - ranked[1]
 
     @property

@@ -22,7 +22,9 @@ from ponder.strategies import StrategyError, parse_strategy
 from ponder.think import Answer, athink
 
 
-def engine_from_options(engine: str, model: str | None, base_url: str | None, model_path: Path | None) -> Engine:
+def engine_from_options(
+    engine: str, model: str | None, base_url: str | None, model_path: Path | None
+) -> Engine:
     if engine == "llamacpp":
         return create_engine("llamacpp", model_path=model_path)
     return create_engine("openai", base_url=base_url, model=model)
@@ -31,21 +33,46 @@ def engine_from_options(engine: str, model: str | None, base_url: str | None, mo
 @app.command()
 def think(
     question: Annotated[str, typer.Argument(help="The question to think about.")],
-    strategy: Annotated[str, typer.Option("--strategy", "-s", help="Strategy spec, e.g. self-consistency:n=16.")] = "self-consistency",
-    samples: Annotated[int | None, typer.Option("--samples", "-n", help="Samples for strategies that take n.")] = None,
-    budget: Annotated[list[str] | None, typer.Option("--budget", "-b", help="Limit: 30s, 2m, 4000tok, $0.02, 16 samples. Repeatable.")] = None,
-    engine: Annotated[str, typer.Option(help="llamacpp (embedded) or openai (any OpenAI-compatible server).")] = "llamacpp",
+    strategy: Annotated[
+        str, typer.Option("--strategy", "-s", help="Strategy spec, e.g. self-consistency:n=16.")
+    ] = "self-consistency",
+    samples: Annotated[
+        int | None, typer.Option("--samples", "-n", help="Samples for strategies that take n.")
+    ] = None,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option("--budget", "-b", help="Limit: 30s, 2m, 4000tok, $0.02, 16 samples. Repeatable."),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="llamacpp (embedded) or openai (any OpenAI-compatible server).")
+    ] = "llamacpp",
     model: Annotated[str | None, typer.Option(help="Model name for the openai engine.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="Server URL for the openai engine, e.g. http://127.0.0.1:8000/v1.")] = None,
-    model_path: Annotated[Path | None, typer.Option(help="GGUF file for the embedded engine (default: bundled SmolLM2-135M).")] = None,
-    verify: Annotated[list[str] | None, typer.Option("--verify", help="Verifier spec: tests:FILE, ruff, mypy, math, schema:FILE, regex:PATTERN. Repeatable.")] = None,
-    answer_format: Annotated[str, typer.Option("--format", help="auto, number, choice, text, math or code.")] = "auto",
+    base_url: Annotated[
+        str | None, typer.Option(help="Server URL for the openai engine, e.g. http://127.0.0.1:8000/v1.")
+    ] = None,
+    model_path: Annotated[
+        Path | None, typer.Option(help="GGUF file for the embedded engine (default: bundled SmolLM2-135M).")
+    ] = None,
+    verify: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--verify",
+            help="Verifier spec: tests:FILE, ruff, mypy, math, schema:FILE, regex:PATTERN. Repeatable.",
+        ),
+    ] = None,
+    answer_format: Annotated[
+        str, typer.Option("--format", help="auto, number, choice, text, math or code.")
+    ] = "auto",
     gold: Annotated[str | None, typer.Option(help="Known answer, for verifiers such as math.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Cap on tokens per sample.")] = 512,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    store: Annotated[Path | None, typer.Option(help="Trace database (default: $PONDER_HOME/traces.sqlite).")] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="Trace database (default: $PONDER_HOME/traces.sqlite).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    show_response: Annotated[bool, typer.Option("--show-response", help="Also print the chosen response text.")] = False,
+    show_response: Annotated[
+        bool, typer.Option("--show-response", help="Also print the chosen response text.")
+    ] = False,
 ) -> None:
     """Think about QUESTION and print the answer."""
     if not question.strip():
@@ -70,7 +97,9 @@ def think(
         fail(f"cannot start the {engine} engine: {exc}")
     meter = Meter(limits)
     try:
-        result = asyncio.run(_run_and_close(problem, chosen, meter, eng, verifier, trace_store, max_tokens, seed))
+        result = asyncio.run(
+            _run_and_close(problem, chosen, meter, eng, verifier, trace_store, max_tokens, seed)
+        )
     except StoreError as exc:
         fail(str(exc))
     _print(result, as_json, show_response)
@@ -95,8 +124,14 @@ async def _run_and_close(*args: Any) -> Answer:
 
 
 async def _run_with_progress(
-    problem: Problem, strategy: Any, meter: Meter, engine: Engine, verifier: Any,
-    store: TraceStore, max_tokens: int, seed: int,
+    problem: Problem,
+    strategy: Any,
+    meter: Meter,
+    engine: Engine,
+    verifier: Any,
+    store: TraceStore,
+    max_tokens: int,
+    seed: int,
 ) -> Answer:
     progress = Progress(
         TextColumn("[bold]thinking[/]"),
@@ -107,8 +142,17 @@ async def _run_with_progress(
         transient=True,
     )
     if not stderr.is_terminal:
-        return await athink(problem, strategy=strategy, budget=meter.budget, meter=meter, engine=engine,
-                            verifier=verifier, store=store, max_tokens=max_tokens, seed=seed)
+        return await athink(
+            problem,
+            strategy=strategy,
+            budget=meter.budget,
+            meter=meter,
+            engine=engine,
+            verifier=verifier,
+            store=store,
+            max_tokens=max_tokens,
+            seed=seed,
+        )
     counts = {"sample": 0, "step": 0, "revision": 0}
     total = meter.budget.seconds or getattr(strategy, "n", None)
     task = progress.add_task("think", total=total, status="")
@@ -130,8 +174,17 @@ async def _run_with_progress(
     with progress:
         ticker = asyncio.create_task(refresh())
         try:
-            return await athink(problem, strategy=strategy, meter=meter, engine=engine, verifier=verifier,
-                                store=store, on_node=on_node, max_tokens=max_tokens, seed=seed)
+            return await athink(
+                problem,
+                strategy=strategy,
+                meter=meter,
+                engine=engine,
+                verifier=verifier,
+                store=store,
+                on_node=on_node,
+                max_tokens=max_tokens,
+                seed=seed,
+            )
         finally:
             ticker.cancel()
 
@@ -158,6 +211,7 @@ def _print(result: Answer, as_json: bool, show_response: bool) -> None:
     u = result.usage
     stop = f" · stopped by {result.stopped_by}" if result.stopped_by else ""
     stderr.print(
-        f"[dim]{result.strategy} · {u.reasoning_tokens} reasoning + {u.completion_tokens - u.reasoning_tokens} answer tokens"
+        f"[dim]{result.strategy} · {u.reasoning_tokens} reasoning"
+        f" + {u.completion_tokens - u.reasoning_tokens} answer tokens"
         f" · {u.seconds:.1f}s{stop} · trace {result.trace_id[:12]}[/]"
     )

@@ -19,7 +19,9 @@ from ponder.store import NodeRecord, StoreError, TraceStore
 traces_app = typer.Typer(help="List and inspect the hidden thoughts of past requests.", no_args_is_help=True)
 app.add_typer(traces_app, name="traces")
 
-StoreOption = Annotated[Path | None, typer.Option(help="Trace database (default: $PONDER_HOME/traces.sqlite).")]
+StoreOption = Annotated[
+    Path | None, typer.Option(help="Trace database (default: $PONDER_HOME/traces.sqlite).")
+]
 
 
 def _open(store: Path | None) -> TraceStore:
@@ -75,7 +77,8 @@ def show_trace(
     title = (
         f"[bold]{record.question}[/]\n{record.strategy} on {record.model} · {record.status}"
         f" · answer [bold]{record.answer}[/] · {usage.get('completion_tokens', '?')} tokens"
-        f" · {usage.get('seconds', '?')}s" + (f" · stopped by {record.stopped_by}" if record.stopped_by else "")
+        f" · {usage.get('seconds', '?')}s"
+        + (f" · stopped by {record.stopped_by}" if record.stopped_by else "")
     )
     tree = Tree(title)
     branches: dict[str | None, Tree] = {None: tree}

@@ -80,8 +80,7 @@ class Price:
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (
-            prompt_tokens * self.prompt_per_million
-            + completion_tokens * self.completion_per_million
+            prompt_tokens * self.prompt_per_million + completion_tokens * self.completion_per_million
         ) / 1e6
 
 

@@ -19,4 +19,6 @@ class Direct(Strategy):
         if not samples:
             return Result(None, "")
         best = samples[0]
-        return Result(best.answer, best.text, node=best.node, response_tokens=best.completion.completion_tokens)
+        return Result(
+            best.answer, best.text, node=best.node, response_tokens=best.completion.completion_tokens
+        )
