@@ -68,7 +68,7 @@ def test_self_consistency_json_and_trace(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert set(out) >= {"answer", "strategy", "trace_id", "stopped_by", "usage"}
-    assert out["strategy"] == "self-consistency:n=8"
+    assert out["strategy"].startswith("self-consistency")
     usage = out["usage"]
     assert set(usage) == {
         "prompt_tokens",
