@@ -102,8 +102,8 @@ def _parse_one(spec: str) -> Budget:
     if name in ("tokens", "samples"):
         if value != int(value):
             raise BudgetError(f"{name} must be a whole number in {spec!r}")
-        return Budget(**{name: int(value)})
-    return Budget(**{name: value})
+        return Budget(tokens=int(value)) if name == "tokens" else Budget(samples=int(value))
+    return Budget(seconds=value) if name == "seconds" else Budget(usd=value)
 
 
 class Meter:

@@ -201,7 +201,21 @@ class TraceStore:
             return None
         trace = _trace(rows[0])
         trace.nodes = [
-            NodeRecord(*row[:11], meta=json.loads(row[11]), created_at=row[12])
+            NodeRecord(
+                id=row[0],
+                trace_id=row[1],
+                parent_id=row[2],
+                seq=row[3],
+                kind=row[4],
+                text=row[5],
+                answer=row[6],
+                score=row[7],
+                prompt_tokens=row[8],
+                completion_tokens=row[9],
+                seconds=row[10],
+                meta=json.loads(row[11]),
+                created_at=row[12],
+            )
             for row in self._query(
                 "SELECT id, trace_id, parent_id, seq, kind, text, answer, score, prompt_tokens,"
                 " completion_tokens, seconds, meta, created_at FROM nodes WHERE trace_id=? ORDER BY seq",

@@ -6,12 +6,8 @@ import sys
 
 from ponder.cli import think as _think  # noqa: F401  (registers commands)
 from ponder.cli import traces as _traces  # noqa: F401
+from ponder.cli import verify as _verify  # noqa: F401
 from ponder.cli.app import app
-
-try:  # registered when the verification layer is installed
-    from ponder.cli import verify as _verify  # noqa: F401
-except ImportError:  # pragma: no cover
-    pass
 
 __all__ = ["app", "main"]
 

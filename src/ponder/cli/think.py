@@ -20,6 +20,7 @@ from ponder.problem import Problem
 from ponder.store import StoreError, TraceStore
 from ponder.strategies import StrategyError, parse_strategy
 from ponder.think import Answer, athink
+from ponder.verifiers import AllOf, Verifier, parse_verifier_spec
 
 
 def engine_from_options(
@@ -87,7 +88,6 @@ def think(
         if samples is not None and "n" not in {p[0] for p in chosen.parameters()}:
             fail(f"strategy {chosen.name!r} takes no --samples; use --budget '{samples} samples'")
         problem = Problem(question, format=answer_format, gold=gold)  # type: ignore[arg-type]
-        verifier = _verifier(verify)
         trace_store = TraceStore(store)
     except (BudgetError, StrategyError, StoreError, ValueError) as exc:
         fail(str(exc))
@@ -95,6 +95,10 @@ def think(
         eng = engine_from_options(engine, model, base_url, model_path)
     except (OSError, ValueError, RuntimeError) as exc:
         fail(f"cannot start the {engine} engine: {exc}")
+    try:
+        verifier = _verifier(verify, eng)
+    except ValueError as exc:
+        fail(str(exc))
     meter = Meter(limits)
     try:
         result = asyncio.run(
@@ -105,12 +109,10 @@ def think(
     _print(result, as_json, show_response)
 
 
-def _verifier(specs: list[str] | None) -> Any:
+def _verifier(specs: list[str] | None, engine: Engine) -> Verifier | None:
     if not specs:
         return None
-    from ponder.verifiers import AllOf, parse_verifier_spec
-
-    checks = [parse_verifier_spec(spec) for spec in specs]
+    checks = [parse_verifier_spec(spec, engine=engine) for spec in specs]
     return checks[0] if len(checks) == 1 else AllOf(checks)
 
 
