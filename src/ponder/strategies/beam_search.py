@@ -1,0 +1,95 @@
+"""Step-level beam search guided by a process reward (Snell et al. 2024; Hugging Face
+search-and-learn): keep `width` partial solutions, expand each `expand` ways by one step,
+score the prefixes, keep the best `width`, until they are complete or `max_steps`.
+
+One batched generate call per depth. Every expansion is a "step" node under the step it
+extends, with its score and whether it was kept, so the kept nodes form a tree of
+levels x width. Anytime: when the budget ends, the best complete solution wins, else the
+best partial path's answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ponder.context import Context
+from ponder.problem import Problem
+from ponder.strategies.base import Result, Strategy
+from ponder.strategies.steps import Path, ScorerName, Steps, StepScorer, check_choice, usable
+
+
+@dataclass
+class BeamSearch(Strategy):
+    name = "beam-search"
+    summary = "Step-level beam search: expand `width` partial solutions `expand` ways, keep the best-scored."
+
+    width: int = field(default=4, metadata={"help": "beams kept per step"})
+    expand: int = field(default=2, metadata={"help": "next steps sampled per beam"})
+    max_steps: int = field(default=8, metadata={"help": "deepest solution, in steps"})
+    delimiter: str = field(default="blank", metadata={"help": "step boundary: blank, line, step or a string"})
+    max_step_tokens: int = field(default=96, metadata={"help": "tokens per step before it is cut"})
+    scorer: ScorerName = field(default="auto", metadata={"help": "prm, verifier, logprob or auto"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
+
+    def __post_init__(self) -> None:
+        if min(self.width, self.expand, self.max_steps, self.max_step_tokens) < 1:
+            raise ValueError("width, expand, max_steps and max_step_tokens must be >= 1")
+        check_choice("scorer", self.scorer, ScorerName)
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        steps = Steps(self.delimiter, self.max_step_tokens, self.temperature, self.top_p)
+        score = StepScorer(self.scorer)
+        beams, done, cut = [Path()], list[Path](), list[Path]()
+        for depth in range(1, self.max_steps + 1):
+            if ctx.meter.exhausted():
+                break
+            requests = [steps.request(ctx, problem, b, self.expand, seed=ctx.seed + depth) for b in beams]
+            groups = await ctx.generate(requests)
+            children = [
+                (b, steps.extend(b, c)) for b, group in zip(beams, groups, strict=True) for c in group
+            ]
+            ok = [(b, p) for b, p in children if usable(p)]
+            scored = await score(ctx, problem, steps, [p for _, p in ok])
+            keep = set(_top(scored, self.width))
+            kept = []
+            for i, ((parent, _), path) in enumerate(zip(ok, scored, strict=True)):
+                path = steps.record(ctx, problem, path, parent=parent.node, kept=i in keep)
+                if i in keep:
+                    kept.append(path)
+            for parent, path in children:
+                if not usable(path):
+                    cut.append(steps.record(ctx, problem, path, parent=parent.node, kept=False))
+            if not kept:
+                break  # the budget cut this whole level: the previous beams stand
+            done += [p for p in kept if p.complete]
+            beams = [p for p in kept if not p.complete]
+            if not beams or len(done) >= self.width:
+                break
+        return _best(problem, steps, done, beams, cut)
+
+
+def _top(paths: list[Path], k: int) -> list[int]:
+    """Indices of the k best-scored distinct paths (a small model often repeats itself)."""
+    seen: set[tuple[tuple[str, ...], bool]] = set()
+    order = sorted(range(len(paths)), key=lambda i: -paths[i].score)
+    picked: list[int] = []
+    for i in order:
+        key = (paths[i].steps, paths[i].complete)
+        if key not in seen and len(picked) < k:
+            seen.add(key)
+            picked.append(i)
+    return picked
+
+
+def _best(problem: Problem, steps: Steps, done: list[Path], beams: list[Path], cut: list[Path]) -> Result:
+    """The best complete solution; else the best-scored partial path that has an answer
+    (budget-cut steps last, they are half-written)."""
+    ranked = sorted(done, key=lambda p: -p.score) or [
+        *sorted(beams, key=lambda p: -p.score),
+        *sorted(cut, key=lambda p: -p.depth),
+    ]
+    best = next((p for p in ranked if steps.answer(problem, p)), ranked[0] if ranked else None)
+    if best is None:
+        return Result(None, "")
+    return Result(steps.answer(problem, best), steps.text(best), best.score, best.node, best.tokens)

@@ -1,0 +1,234 @@
+"""Monte Carlo tree search over solution steps (UCT, Kocsis & Szepesvári 2006, as used for
+LLM reasoning by rStar and optillm's mcts). Each iteration:
+
+1. select: from the root, follow the child with the highest UCT, Q + c * sqrt(ln N_parent / N),
+   unvisited children first, until a leaf;
+2. expand: a visited, unfinished leaf gets `expand` sampled next steps (one batched request),
+   each scored; the best-scored new step becomes the leaf;
+3. evaluate: the leaf's value is its step score ("score"), or a rollout to the end of the
+   solution scored by the scorer ("rollout") or by how many earlier rollouts reached the
+   same answer ("agreement"); a leaf is valued once, a finished one keeps its value;
+4. back up: every node from the leaf to the root gets one more visit and the value.
+
+So the root's visits equal the iterations run, and a node's visits are the sum of its
+children's plus the iterations that ended at it (`leaf_visits`). The answer is the complete
+solution (a finished path in the tree, or a rollout) whose node has the most visits, then
+the highest mean value; anytime, when the budget ends before any, the most visited path.
+
+Trace: nodes are append-only, so each step is written when created (score = its step score)
+and each rollout as a "sample" under its leaf; visit counts and value sums live in memory
+and go into one final "note" node (`meta["tree"]`, keyed by step node id).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from ponder.context import Context
+from ponder.problem import Problem
+from ponder.strategies.base import Result, Strategy
+from ponder.strategies.steps import Path, ScorerName, Steps, StepScorer, check_choice, usable
+
+Value = Literal["rollout", "agreement", "score"]
+
+
+@dataclass(eq=False)
+class Node:
+    path: Path
+    parent: Node | None = None
+    children: list[Node] = field(default_factory=list)
+    visits: int = 0
+    value: float = 0.0  # sum of backed-up values
+    leaf_visits: int = 0
+    estimate: float | None = None  # the value it got as a leaf
+    solution: Path | None = None  # its rollout (or itself, when finished)
+
+    @property
+    def q(self) -> float:
+        return self.value / self.visits if self.visits else self.path.score
+
+    def walk(self) -> list[Node]:
+        return [self, *(n for child in self.children for n in child.walk())]
+
+
+@dataclass
+class MCTS(Strategy):
+    name = "mcts"
+    summary = "Monte Carlo tree search over steps: UCT selection, sampled steps, rollout or reward values."
+
+    iterations: int = field(default=16, metadata={"help": "select-expand-evaluate-backup rounds"})
+    expand: int = field(default=3, metadata={"help": "next steps sampled when a leaf is expanded"})
+    c: float = field(default=1.0, metadata={"help": "UCT exploration weight"})
+    max_steps: int = field(default=8, metadata={"help": "deepest solution, in steps"})
+    value: Value = field(
+        default="rollout",
+        metadata={"help": "leaf value: rollout (scored), agreement (of rollout answers) or score"},
+    )
+    delimiter: str = field(default="blank", metadata={"help": "step boundary: blank, line, step or a string"})
+    max_step_tokens: int = field(default=96, metadata={"help": "tokens per step before it is cut"})
+    scorer: ScorerName = field(default="auto", metadata={"help": "prm, verifier, logprob or auto"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
+
+    def __post_init__(self) -> None:
+        if min(self.iterations, self.expand, self.max_steps, self.max_step_tokens) < 1:
+            raise ValueError("iterations, expand, max_steps and max_step_tokens must be >= 1")
+        if self.c < 0:
+            raise ValueError("c must be >= 0")
+        check_choice("scorer", self.scorer, ScorerName)
+        check_choice("value", self.value, Value)
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        search = _Search(self, problem, ctx)
+        root, done = Node(Path()), 0
+        for it in range(self.iterations):
+            if ctx.meter.exhausted():
+                break
+            leaf = self.select(root)
+            if not self.terminal(leaf) and (leaf.visits or leaf is root):
+                children = await search.expand(leaf, seed=ctx.seed + it)
+                if not children:
+                    break  # the budget cut the expansion short
+                leaf = max(children, key=lambda n: n.path.score)
+            value = await search.evaluate(leaf, seed=ctx.seed + it)
+            self.backup(leaf, value)
+            done += 1
+        ctx.note(
+            "note",
+            f"mcts: {done} iterations, {len(root.walk()) - 1} steps in the tree",
+            iterations=done,
+            root={"visits": root.visits, "value": root.value, "leaf_visits": root.leaf_visits},
+            tree={
+                n.path.node: {
+                    "parent": n.parent.path.node if n.parent else None,
+                    "visits": n.visits,
+                    "value": n.value,
+                    "leaf_visits": n.leaf_visits,
+                }
+                for n in root.walk()[1:]
+            },
+        )
+        return search.best(root)
+
+    def select(self, node: Node) -> Node:
+        while node.children:
+            parent = node
+            node = max(parent.children, key=lambda ch: self.uct(ch, parent))
+        return node
+
+    def uct(self, child: Node, parent: Node) -> tuple[bool, float]:
+        """Unvisited children first (best step score first), then Q + exploration."""
+        if child.visits == 0:
+            return True, child.path.score
+        return False, child.q + self.c * math.sqrt(math.log(parent.visits) / child.visits)
+
+    def terminal(self, node: Node) -> bool:
+        return node.path.complete or node.path.depth >= self.max_steps
+
+    @staticmethod
+    def backup(leaf: Node, value: float) -> None:
+        leaf.leaf_visits += 1
+        node: Node | None = leaf
+        while node is not None:
+            node.visits += 1
+            node.value += value
+            node = node.parent
+
+
+@dataclass
+class _Search:
+    """The engine-facing half of MCTS: expansions, rollouts and the final pick."""
+
+    mcts: MCTS
+    problem: Problem
+    ctx: Context
+    answers: list[str | None] = field(default_factory=list)
+    cut: list[Path] = field(default_factory=list)  # steps the budget cut short
+
+    def __post_init__(self) -> None:
+        m = self.mcts
+        self.steps = Steps(m.delimiter, m.max_step_tokens, m.temperature, m.top_p)
+        self.score = StepScorer(m.scorer)
+
+    async def expand(self, node: Node, *, seed: int) -> list[Node]:
+        m, steps = self.mcts, self.steps
+        request = steps.request(self.ctx, self.problem, node.path, m.expand, seed=seed)
+        (group,) = await self.ctx.generate([request])
+        paths = [steps.extend(node.path, c) for c in group]
+        fresh = [
+            p for i, p in enumerate(paths) if usable(p) and (p.steps, p.complete) not in _keys(paths[:i])
+        ]
+        for path in await self.score(self.ctx, self.problem, steps, fresh):
+            node.children.append(
+                Node(steps.record(self.ctx, self.problem, path, parent=node.path.node), node)
+            )
+        for path in paths:
+            if not usable(path):
+                self.cut.append(steps.record(self.ctx, self.problem, path, parent=node.path.node, cut=True))
+        return node.children
+
+    async def evaluate(self, leaf: Node, *, seed: int) -> float:
+        if leaf.estimate is None:
+            leaf.estimate = await self._estimate(leaf, seed)
+        return leaf.estimate
+
+    async def _estimate(self, leaf: Node, seed: int) -> float:
+        path = leaf.path
+        if self.mcts.value == "score" and not path.complete:
+            return path.score
+        solution = path if path.complete else await self._rollout(path, seed)
+        if solution is None:
+            return path.score  # the budget cut the rollout: fall back on the step score
+        leaf.solution = solution
+        answer = self.steps.answer(self.problem, solution)
+        self.answers.append(answer)
+        if self.mcts.value == "agreement":
+            return self.answers.count(answer) / len(self.answers) if answer else 0.0
+        return solution.score
+
+    async def _rollout(self, path: Path, seed: int) -> Path | None:
+        """Finish the solution from `path` in one sample, written as a "sample" node under it."""
+        m, steps, ctx = self.mcts, self.steps, self.ctx
+        request = steps.request(ctx, self.problem, path, 1, seed=seed, to_end=True)
+        (group,) = await ctx.generate([request])
+        if not group or group[0].finish_reason not in ("stop", "length"):
+            return None
+        solution = replace(steps.extend(path, group[0]), complete=True)
+        if m.value == "rollout":
+            (solution,) = await self.score(ctx, self.problem, steps, [solution])
+        c = group[0]
+        node = ctx.note(
+            "sample",
+            c.text,
+            parent=path.node or ctx.parent,
+            answer=steps.answer(self.problem, solution),
+            score=solution.score if m.value == "rollout" else None,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+            seconds=c.seconds,
+            finish_reason=c.finish_reason,
+            rollout=True,
+        )
+        return replace(solution, node=node)
+
+    def best(self, root: Node) -> Result:
+        finished = [n for n in root.walk() if n.solution is not None]
+        if finished:
+            node = max(finished, key=lambda n: (n.visits, n.q))
+            return self._result(node.solution)  # type: ignore[arg-type]
+        node = root
+        while node.children:  # anytime: the most visited path so far
+            node = max(node.children, key=lambda n: (n.visits, n.q))
+        if node is root and self.cut:  # not one step finished: the longest half-written one
+            node = Node(max(self.cut, key=lambda p: p.tokens))
+        return self._result(node.path) if node is not root else Result(None, "")
+
+    def _result(self, path: Path) -> Result:
+        steps = self.steps
+        return Result(steps.answer(self.problem, path), steps.text(path), path.score, path.node, path.tokens)
+
+
+def _keys(paths: list[Path]) -> set[tuple[tuple[str, ...], bool]]:
+    return {(p.steps, p.complete) for p in paths}

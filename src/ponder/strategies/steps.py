@@ -1,0 +1,256 @@
+"""Steps, shared by the step-level searches (beam-search, mcts, particle-filter): what a step
+is, how to ask for the next one, when a solution is done, and how a partial solution scores.
+
+A step is text up to a delimiter: a blank line by default, a single line, any literal string,
+or "Step k:" markers. The next step is a continuation of the partial assistant message
+(`prefill`) that stops at the delimiter, so one batched request expands a path n ways.
+
+When is a solution complete? An engine's finish reason "stop" does not say whether the
+delimiter or the end of text stopped it, so a path is complete when a step holds an answer
+line ("Answer: ...", "the answer is ...", \\boxed{}), when the step's last logprob token is
+an end-of-text token (<|im_end|>, </s>, <eos>, ...: the embedded engine reports it), or
+when asking for its next step yields nothing (the model ends at once). Small models ignore
+formats: a step that never ends is cut at `max_step_tokens`, and the searches bound depth by
+`max_steps`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from ponder.context import Context
+from ponder.engines.base import Completion, GenerationRequest
+from ponder.extract import extract_answer
+from ponder.problem import Problem
+from ponder.verifiers.model import REWARD_USER, p_yes
+
+ScorerName = Literal["auto", "prm", "verifier", "logprob"]
+
+_ANSWER = re.compile(r"\\boxed\{|(?:final answer|\banswer)\s*(?:is|:|=)", re.IGNORECASE)
+_EOS = re.compile(r"^(?:<\|?[^<>\s]*(?:end|eos|eot)[^<>\s]*\|?>|</s>)$", re.IGNORECASE)
+_HINTS = {
+    "step": " Number your steps 'Step 1:', 'Step 2:', and so on, one per line.",
+    "\n\n": " Separate your steps with a blank line.",
+    "\n": " Write one step per line.",
+}
+
+
+@dataclass(frozen=True)
+class Path:
+    """A partial or complete solution: its steps, its score (the value of the prefix), the
+    trace node of its last step, and what it cost. Immutable, so copies (resampled
+    particles, beams) share history safely."""
+
+    steps: tuple[str, ...] = ()
+    score: float = 0.5
+    complete: bool = False
+    node: str | None = None
+    tokens: int = 0
+    logprob: float = 0.0
+    logprob_tokens: int = 0
+    last: Completion | None = None
+
+    @property
+    def depth(self) -> int:
+        return len(self.steps)
+
+    @property
+    def ended(self) -> bool:
+        """The last expansion was the model saying it has nothing to add (an "end" node)."""
+        return self.last is not None and not self.last.text.strip()
+
+
+@dataclass(frozen=True)
+class Steps:
+    """How solutions are cut into steps and extended one step at a time."""
+
+    delimiter: str = "blank"
+    max_step_tokens: int = 96
+    temperature: float = 0.8
+    top_p: float = 0.95
+
+    @property
+    def marker(self) -> bool:
+        return self.delimiter == "step"
+
+    @property
+    def separator(self) -> str:
+        """What goes between steps in the text; "step" mode puts each "Step k:" on a new line."""
+        if self.marker:
+            return "\n"
+        named = {"blank": "\n\n", "line": "\n"}
+        return named.get(self.delimiter, self.delimiter.replace("\\n", "\n"))
+
+    @property
+    def stop(self) -> str:
+        return "\nStep " if self.marker else self.separator
+
+    def text(self, path: Path) -> str:
+        return self.separator.join(path.steps)
+
+    def prefix(self, path: Path) -> str:
+        """The prefill that asks for the next step: the steps so far, then the separator."""
+        return self.text(path) + self.separator if path.steps else ""
+
+    def split(self, text: str) -> list[str]:
+        """A whole solution's steps, e.g. to score a finished sample step by step."""
+        if self.marker:
+            parts = re.split(r"\n(?=\s*Step \d+)", text)
+        elif self.separator == "\n\n":
+            parts = re.split(r"\n\s*\n", text)
+        else:
+            parts = text.split(self.separator)
+        return [p.strip("\n") for p in parts if p.strip()]
+
+    def request(
+        self,
+        ctx: Context,
+        problem: Problem,
+        path: Path,
+        n: int,
+        *,
+        seed: int | None = None,
+        to_end: bool = False,
+    ) -> GenerationRequest:
+        """n continuations of `path`: the next step, or (`to_end`) the rest of the solution."""
+        base = ctx.request(problem)
+        messages = base.messages
+        if messages and messages[0]["role"] == "system":
+            hint = _HINTS.get("step" if self.marker else self.separator, "")
+            messages = [{**messages[0], "content": messages[0]["content"] + hint}, *messages[1:]]
+        return replace(
+            base,
+            messages=messages,
+            prefill=self.prefix(path),
+            n=n,
+            max_tokens=max(16, ctx.max_tokens - path.tokens) if to_end else self.max_step_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=tuple(base.stop) if to_end else (*base.stop, self.stop),
+            seed=seed,
+            logprobs=True,
+        )
+
+    def extend(self, path: Path, completion: Completion) -> Path:
+        """The path with one more step (not yet scored or recorded). An empty step means the
+        model ended: the path is complete and keeps its score."""
+        lps = [t.logprob for t in completion.logprobs or () if math.isfinite(t.logprob)]
+        grown = replace(
+            path,
+            tokens=path.tokens + completion.completion_tokens,
+            logprob=path.logprob + sum(lps),
+            logprob_tokens=path.logprob_tokens + len(lps),
+            last=completion,
+        )
+        step = completion.text.rstrip()
+        if not step.strip():
+            return replace(grown, complete=completion.finish_reason == "stop")
+        tokens = completion.logprobs or []
+        eos = (
+            completion.finish_reason == "stop" and bool(tokens) and bool(_EOS.match(tokens[-1].token.strip()))
+        )
+        return replace(grown, steps=(*path.steps, step), complete=eos or bool(_ANSWER.search(step)))
+
+    def answer(self, problem: Problem, path: Path) -> str | None:
+        return extract_answer(self.text(path), problem.format) if path.steps else None
+
+    def record(
+        self, ctx: Context, problem: Problem, path: Path, *, parent: str | None, **meta: object
+    ) -> Path:
+        """Write the path's newest step as a "step" node under `parent` (the previous step's
+        node); an "end" node (empty text) marks where the model finished."""
+        c = path.last
+        node = ctx.note(
+            "step",
+            "" if path.ended or not path.steps else path.steps[-1],
+            parent=parent if parent is not None else ctx.parent,
+            answer=self.answer(problem, path) if path.complete else None,
+            score=path.score,
+            prompt_tokens=c.prompt_tokens if c else 0,
+            completion_tokens=c.completion_tokens if c else 0,
+            seconds=c.seconds if c else 0.0,
+            finish_reason=c.finish_reason if c else None,
+            depth=path.depth + path.ended,  # an end node sits one level below the step it ends
+            complete=path.complete,
+            end=path.ended,
+            **meta,
+        )
+        return replace(path, node=node)
+
+
+def check_choice(name: str, value: str, choices: object) -> None:
+    """Reject a misspelt choice parameter (the CLI passes any string to a Literal field)."""
+    allowed = typing.get_args(choices)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def usable(path: Path) -> bool:
+    """The newest step was finished by the engine (not cut by the budget or an error)."""
+    return path.last is not None and path.last.finish_reason in ("stop", "length")
+
+
+@dataclass(frozen=True)
+class StepScorer:
+    """The value of a partial solution in [0, 1].
+
+    - "prm": a process reward from the engine itself: `ponder.verifiers.model.Reward`'s
+      P("Yes") to "is this answer correct?" on the partial solution;
+    - "verifier": `ctx.verifier`'s score on the partial solution;
+    - "logprob": exp(mean token logprob) of the path, free but only the model's confidence;
+    - "auto": the verifier when there is one, else "prm".
+    Scoring tokens are charged to the meter but are not samples. Once the budget is spent,
+    or when the engine returns no logprobs, scores fall back to "logprob".
+    """
+
+    how: ScorerName = "auto"
+
+    async def __call__(
+        self, ctx: Context, problem: Problem, steps: Steps, paths: Sequence[Path]
+    ) -> list[Path]:
+        """The paths with scores; "end" paths keep the score of the solution they finish."""
+        todo = [i for i, p in enumerate(paths) if p.steps and not p.ended]
+        texts = [steps.text(paths[i]) for i in todo]
+        how = self.how if self.how != "auto" else ("verifier" if ctx.verifier is not None else "prm")
+        scores: list[float | None] = [None] * len(todo)
+        if todo and not ctx.meter.exhausted():
+            if how == "verifier" and ctx.verifier is not None:
+                verdicts = await asyncio.gather(*(ctx.verifier.verify(problem, t) for t in texts))
+                scores = [v.score for v in verdicts]
+            elif how == "prm":
+                scores = await process_reward(ctx, problem, texts)
+        out = list(paths)
+        for i, s in zip(todo, scores, strict=True):
+            out[i] = replace(paths[i], score=s if s is not None else confidence(paths[i]))
+        return out
+
+
+def confidence(path: Path) -> float:
+    """exp(mean token logprob) of the path: the cheapest, self-reported score."""
+    return math.exp(path.logprob / path.logprob_tokens) if path.logprob_tokens else 0.5
+
+
+async def process_reward(ctx: Context, problem: Problem, solutions: Sequence[str]) -> list[float | None]:
+    """`Reward`'s P("Yes") for each partial solution, asked in one batch and charged to the
+    meter (the verifier asks one at a time, outside any budget); None where the engine
+    gave no Yes/No logprobs."""
+    asks = [REWARD_USER.format(question=problem.question, answer=s) for s in solutions]
+    requests = [
+        GenerationRequest(
+            messages=[{"role": "user", "content": a}] if ctx.chat else None,
+            prompt=None if ctx.chat else f"{a}\n",
+            max_tokens=2,
+            temperature=0.0,
+            logprobs=True,
+            top_logprobs=10,
+        )
+        for a in asks
+    ]
+    results = await ctx.engine.generate(requests, meter=ctx.meter)
+    return [p_yes(group[0].logprobs) if group else None for group in results]
