@@ -1,0 +1,333 @@
+"""Early stopping of votes: adaptive-consistency and deepconf against fixed self-consistency.
+
+On a seeded reasoning-gym task where voting helps the bundled model (single-digit
+`products`), run side by side in one process, on one engine:
+
+- `direct` (greedy) and `self-consistency:n=16` (the baseline to match),
+- `adaptive-consistency` (Beta rule, threshold 0.95),
+- `deepconf` online (warmup, confidence early stop, consensus stop) at eta 90 and 10,
+
+and report accuracy and generated tokens, plus the accuracy-versus-tokens curve:
+self-consistency at n = 1, 2, 4, 8, 16 and adaptive-consistency at several thresholds are
+replayed from the self-consistency run's own samples (adaptive-consistency draws seeds
+seed, seed+1, ... so its samples are a prefix of self-consistency's; the replay is exact up
+to batched-decoding noise), the other points are live runs. Saves a PNG plot (matplotlib Agg)
+and a JSON of every number.
+
+    python benchmarks/early_stop.py --size 60 --out /tmp/early_stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import reasoning_gym
+
+from ponder import athink
+from ponder.engines.llamacpp import LlamaCppEngine
+from ponder.problem import Problem
+from ponder.store import NodeRecord
+from ponder.strategies.adaptive_consistency import AdaptiveConsistency
+from ponder.vote import tally
+
+SC = "self-consistency:n=16"
+LIVE = [
+    "direct",
+    SC,
+    "adaptive-consistency",  # max_n=16, batch=4, threshold=0.95, rule=beta
+    "deepconf",  # online: n=16, warmup=4, eta=90, consensus=0.95
+    "deepconf:eta=10",
+]
+REPLAY_N = [1, 2, 4, 8, 16]
+REPLAY_THRESHOLDS = [0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+
+
+@dataclass
+class Item:
+    problem: Problem
+    entry: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    answer: str | None
+    correct: bool
+    tokens: int
+    prompt_tokens: int
+    seconds: float
+    samples: list[tuple[int, str | None, int]] = field(default_factory=list)  # (index, answer, tokens)
+
+
+def load_items(task: str, size: int, seed: int, config: dict[str, Any]) -> tuple[Any, list[Item]]:
+    data = reasoning_gym.create_dataset(task, size=size, seed=seed, **config)
+    items = [
+        Item(Problem(e["question"], format="number", gold=str(e["answer"]), id=str(i)), e)
+        for i, e in enumerate(data)
+    ]
+    return data, items
+
+
+def grade(data: Any, item: Item, answer: str | None) -> bool:
+    if answer is None:
+        return False
+    try:
+        return float(data.score_answer(answer, item.entry)) >= 1.0
+    except Exception:  # a scorer choking on model output is a wrong answer
+        return False
+
+
+async def run_live(
+    spec: str, data: Any, items: list[Item], engine: LlamaCppEngine, args: argparse.Namespace
+) -> list[Outcome]:
+    gate = asyncio.Semaphore(args.concurrency)
+
+    async def one(item: Item) -> Outcome:
+        async with gate:
+            nodes: list[NodeRecord] = []
+            answer = await athink(
+                item.problem,
+                strategy=spec,
+                engine=engine,
+                store=False,
+                on_node=nodes.append,
+                seed=args.seed,
+                max_tokens=args.max_tokens,
+            )
+            samples = [
+                (i, n.answer, n.completion_tokens)
+                for i, n in enumerate(x for x in nodes if x.kind == "sample")
+            ]
+            return Outcome(
+                answer.answer,
+                grade(data, item, answer.answer),
+                answer.usage.completion_tokens,
+                answer.usage.prompt_tokens,
+                answer.usage.seconds,
+                samples,
+            )
+
+    return list(await asyncio.gather(*(one(item) for item in items)))
+
+
+def replay_sc(outcomes: list[Outcome], data: Any, items: list[Item], n: int) -> tuple[float, float]:
+    """Self-consistency with the first n of the recorded 16 samples: (accuracy, tokens/question)."""
+    correct, tokens = 0, 0
+    for item, out in zip(items, outcomes, strict=True):
+        used = out.samples[:n]
+        correct += grade(data, item, tally(a for _, a, _ in used).winner)
+        tokens += sum(t for _, _, t in used)
+    return correct / len(items), tokens / len(items)
+
+
+def replay_ac(
+    outcomes: list[Outcome], data: Any, items: list[Item], strategy: AdaptiveConsistency
+) -> tuple[float, float, float]:
+    """Adaptive-consistency's stopping rule over the recorded samples: (acc, tokens/q, samples/q)."""
+    correct, tokens, samples = 0, 0, 0
+    for item, out in zip(items, outcomes, strict=True):
+        used = out.samples[: strategy.batch]
+        while len(used) < len(out.samples):
+            stop, _ = strategy.settled(tally(a for _, a, _ in used), strategy.max_n - len(used))
+            if stop:
+                break
+            used = out.samples[: len(used) + strategy.batch]
+        correct += grade(data, item, tally(a for _, a, _ in used).winner)
+        tokens += sum(t for _, _, t in used)
+        samples += len(used)
+    n = len(items)
+    return correct / n, tokens / n, samples / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--task", default="products")
+    parser.add_argument(
+        "--config", default='{"min_digits": 1, "max_digits": 1}', help="reasoning-gym config (JSON)"
+    )
+    parser.add_argument("--size", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=7, help="dataset and sampling seed")
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="questions in flight (the engine batches them)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="llama.cpp threads (1 is fastest on a busy CPU)"
+    )
+    parser.add_argument("--strategies", default=";".join(LIVE), help="';'-separated live specs")
+    parser.add_argument("--out", type=Path, default=Path("early_stop_out"))
+    args = parser.parse_args()
+
+    data, items = load_items(args.task, args.size, args.seed, json.loads(args.config))
+    specs = [s.strip() for s in args.strategies.split(";") if s.strip()]
+    if SC not in specs:
+        specs.insert(0, SC)
+    engine = LlamaCppEngine(n_threads=args.threads, max_batch=32)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(
+        f"{args.task} {args.config}: {len(items)} questions, seed {args.seed}, max_tokens {args.max_tokens}",
+        flush=True,
+    )
+
+    live: dict[str, list[Outcome]] = {}
+    wall: dict[str, float] = {}
+
+    async def run_all() -> None:
+        for spec in specs:
+            start = time.monotonic()
+            live[spec] = await run_live(spec, data, items, engine, args)
+            wall[spec] = time.monotonic() - start
+            acc = sum(o.correct for o in live[spec]) / len(items)
+            toks = sum(o.tokens for o in live[spec])
+            print(f"  ran {spec:40s} acc {acc:6.1%}  tokens {toks:7d}  {wall[spec]:6.0f}s", flush=True)
+        await engine.aclose()
+
+    asyncio.run(run_all())
+
+    n = len(items)
+    base = live[SC]
+    base_acc = sum(o.correct for o in base) / n
+    base_tokens = sum(o.tokens for o in base)
+    rows = []
+    for spec in specs:
+        outs = live[spec]
+        acc = sum(o.correct for o in outs) / n
+        tokens = sum(o.tokens for o in outs)
+        samples = sum(len(o.samples) for o in outs) / n
+        rows.append(
+            {
+                "strategy": spec,
+                "kind": "live",
+                "accuracy": acc,
+                "tokens": tokens,
+                "tokens_per_q": tokens / n,
+                "samples_per_q": samples,
+                "prompt_tokens": sum(o.prompt_tokens for o in outs),
+                "token_ratio": tokens / base_tokens,
+                "acc_delta_pts": 100 * (acc - base_acc),
+                "seconds": wall[spec],
+            }
+        )
+    for k in REPLAY_N:
+        acc, tpq = replay_sc(base, data, items, k)
+        rows.append(
+            {
+                "strategy": f"self-consistency:n={k}",
+                "kind": "replay",
+                "accuracy": acc,
+                "tokens": tpq * n,
+                "tokens_per_q": tpq,
+                "samples_per_q": k,
+                "token_ratio": tpq * n / base_tokens,
+                "acc_delta_pts": 100 * (acc - base_acc),
+            }
+        )
+    for rule in ("beta", "lead"):
+        for thr in REPLAY_THRESHOLDS if rule == "beta" else [1.0]:
+            ac = AdaptiveConsistency(max_n=16, batch=4, threshold=thr, rule=rule)
+            acc, tpq, spq = replay_ac(base, data, items, ac)
+            rows.append(
+                {
+                    "strategy": ac.spec(),
+                    "kind": "replay",
+                    "accuracy": acc,
+                    "tokens": tpq * n,
+                    "tokens_per_q": tpq,
+                    "samples_per_q": spq,
+                    "token_ratio": tpq * n / base_tokens,
+                    "acc_delta_pts": 100 * (acc - base_acc),
+                }
+            )
+        for batch in (2, 1):
+            if rule == "beta":
+                ac = AdaptiveConsistency(max_n=16, batch=batch, threshold=0.95)
+                acc, tpq, spq = replay_ac(base, data, items, ac)
+                rows.append(
+                    {
+                        "strategy": ac.spec(),
+                        "kind": "replay",
+                        "accuracy": acc,
+                        "tokens": tpq * n,
+                        "tokens_per_q": tpq,
+                        "samples_per_q": spq,
+                        "token_ratio": tpq * n / base_tokens,
+                        "acc_delta_pts": 100 * (acc - base_acc),
+                    }
+                )
+
+    print()
+    head = ("strategy", "run", "acc", "Δpts", "tokens", "tok/q", "×SC16", "samp/q")
+    print("{:48s} {:6s} {:>6s} {:>6s} {:>8s} {:>7s} {:>6s} {:>6s}  goal".format(*head))
+    for r in rows:
+        goal = r["acc_delta_pts"] >= -2 and r["token_ratio"] <= 0.5
+        print(
+            f"{r['strategy']:48s} {r['kind']:6s} {r['accuracy']:6.1%} {r['acc_delta_pts']:+6.1f} "
+            f"{r['tokens']:8.0f} {r['tokens_per_q']:7.1f} {r['token_ratio']:6.2f} {r['samples_per_q']:6.2f}"
+            f"  {'✓' if goal else ''}"
+        )
+    (args.out / "early_stop.json").write_text(
+        json.dumps(
+            {
+                "task": args.task,
+                "config": json.loads(args.config),
+                "size": n,
+                "seed": args.seed,
+                "max_tokens": args.max_tokens,
+                "rows": rows,
+                "answers": {s: [[o.answer, o.correct, o.tokens] for o in outs] for s, outs in live.items()},
+            },
+            indent=1,
+        )
+    )
+    plot(rows, args.out / "early_stop.png", f"{args.task} {args.config}, {n} questions")
+    print(f"\nwrote {args.out / 'early_stop.json'} and {args.out / 'early_stop.png'}")
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    sc = [r for r in rows if r["kind"] == "replay" and r["strategy"].startswith("self-consistency")]
+    ax.plot(
+        [r["tokens_per_q"] for r in sc],
+        [100 * r["accuracy"] for r in sc],
+        "o-",
+        label="self-consistency n=1..16 (replay)",
+    )
+    ac = [
+        r
+        for r in rows
+        if r["kind"] == "replay" and r["strategy"].startswith("adaptive") and "batch" not in r["strategy"]
+    ]
+    ax.plot(
+        [r["tokens_per_q"] for r in ac],
+        [100 * r["accuracy"] for r in ac],
+        "s--",
+        label="adaptive-consistency thresholds (replay)",
+    )
+    for r in rows:
+        if r["kind"] == "live":
+            ax.plot(
+                r["tokens_per_q"], 100 * r["accuracy"], "*", markersize=12, label=f"{r['strategy']} (live)"
+            )
+    ax.set_xlabel("generated tokens per question")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

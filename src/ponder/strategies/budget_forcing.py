@@ -1,0 +1,118 @@
+"""Budget forcing (s1, Muennighoff et al. 2025): control how long the model thinks by
+editing its output, not its weights.
+
+    text = generate(problem)
+    while model stopped and tokens(text) < min_tokens and waits < max_waits:
+        text += " Wait"                       # suppress the stop, make it reconsider
+        text += continue(text)                # prefill continuation
+    if tokens(text) >= max_tokens:            # thinking hit the cap: force an answer
+        text += continue(text + "\\nAnswer:", answer_tokens)
+
+Models without a thinking delimiter (SmolLM2) end their whole reply with end-of-sequence;
+that stop is what "Wait" overrides. Each continuation is a "step" node, chained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ponder.context import Context
+from ponder.engines.base import Completion, GenerationRequest
+from ponder.extract import extract_answer
+from ponder.problem import Problem
+from ponder.strategies.base import Result, Strategy
+
+
+async def continue_generation(ctx: Context, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+    """Generate continuations of samples already begun: tokens are charged as usual, but a
+    continuation is not a new sample, so the samples budget is not charged again."""
+    if ctx.meter.exhausted():
+        return [[] for _ in requests]
+    results = await ctx.engine.generate(list(requests), meter=ctx.meter)
+    return results + [[] for _ in range(len(requests) - len(results))]
+
+
+@dataclass
+class BudgetForcing(Strategy):
+    name = "budget-forcing"
+    summary = "s1: append 'Wait' when the model stops before min_tokens; force the answer at max_tokens."
+
+    min_tokens: int = field(
+        default=64, metadata={"help": "think at least this many tokens (append 'Wait' before)"}
+    )
+    max_tokens: int = field(default=256, metadata={"help": "thinking cap; then the answer is forced"})
+    wait: str = field(default="Wait", metadata={"help": "what to append when the model stops too early"})
+    max_waits: int = field(default=3, metadata={"help": "at most this many 'Wait's"})
+    answer_prompt: str = field(default="\nAnswer:", metadata={"help": "prefill that forces the final answer"})
+    answer_tokens: int = field(default=16, metadata={"help": "tokens for the forced answer"})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature"})
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1 or self.min_tokens < 0 or self.min_tokens > self.max_tokens:
+            raise ValueError("need 0 <= min_tokens <= max_tokens and max_tokens >= 1")
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        text, used, waits, appended = "", 0, 0, ""
+        last: str | None = None
+        while True:
+            request = ctx.request(
+                problem,
+                prefill=text,
+                max_tokens=self.max_tokens - used,
+                temperature=self.temperature,
+                seed=ctx.seed + waits,
+            )
+            # the first call is a new sample; later ones continue it
+            (got,) = await (continue_generation(ctx, [request]) if last else ctx.generate([request]))
+            if not got:
+                break
+            done = got[0]
+            text += done.text
+            used += done.completion_tokens
+            last = self._step(ctx, problem, appended + done.text, done, text, last or ctx.parent, waits=waits)
+            stopped_early = done.finish_reason == "stop" and used < self.min_tokens
+            if not stopped_early or waits >= self.max_waits or ctx.meter.exhausted():
+                break
+            waits += 1
+            appended = ("" if text.endswith((" ", "\n")) else " ") + self.wait
+            text += appended
+        if last and used >= self.max_tokens and not ctx.meter.exhausted():
+            # the cap: end the thinking and ask for the answer
+            text += self.answer_prompt
+            request = ctx.request(
+                problem, prefill=text, max_tokens=self.answer_tokens, temperature=0.0, stop=("\n",)
+            )
+            (got,) = await continue_generation(ctx, [request])
+            if got:
+                text += got[0].text
+                used += got[0].completion_tokens
+                last = self._step(
+                    ctx, problem, self.answer_prompt + got[0].text, got[0], text, last, forced=True
+                )
+        if last is None:
+            return Result(None, "")
+        return Result(extract_answer(text, problem.format), text, node=last, response_tokens=used)
+
+    def _step(
+        self,
+        ctx: Context,
+        problem: Problem,
+        shown: str,
+        done: Completion,
+        text: str,
+        parent: str | None,
+        **meta: object,
+    ) -> str:
+        """A continuation as a "step" node; `shown` includes what ponder appended ("Wait")."""
+        return ctx.note(
+            "step",
+            shown,
+            parent=parent,
+            answer=extract_answer(text, problem.format),
+            prompt_tokens=done.prompt_tokens,
+            completion_tokens=done.completion_tokens,
+            seconds=done.seconds,
+            finish_reason=done.finish_reason,
+            **meta,
+        )

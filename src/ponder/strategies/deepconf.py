@@ -1,0 +1,288 @@
+"""DeepConf (Fu et al. 2025, "Deep Think with Confidence"): weigh and prune sampled
+reasoning traces by the model's own token-level confidence.
+
+    token confidence   C_i = -mean(logprobs of the top-k candidates at token i)
+    group confidence   sliding-window mean of C_i over `window` tokens
+    trace confidence   the lowest group confidence (one bad stretch sinks a trace)
+
+Offline: sample n traces, keep the top eta% by trace confidence, confidence-weighted vote.
+Online: `warmup` traces are sampled in full; the threshold s is their (100 - eta)th
+percentile confidence. Later traces are generated in chunks of `chunk` tokens (prefill
+continuation) and stopped as soon as a full window's confidence falls below s: they cost
+only what they generated and do not vote. Sampling ends early when the leader's
+confidence-weighted share reaches `consensus` (0 turns that off), or at n traces.
+
+When an engine gives no top-k alternatives, the token confidence is the chosen token's
+probability (exp logprob; still higher = more confident). With no logprobs at all the
+strategy degrades to a plain majority vote and says so in the trace.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ponder.context import Candidate, Context
+from ponder.engines.base import Completion, FinishReason, TokenLogprob
+from ponder.problem import Problem
+from ponder.strategies.base import Result, Strategy
+from ponder.strategies.budget_forcing import continue_generation
+from ponder.vote import tally
+
+
+def token_confidences(logprobs: list[TokenLogprob]) -> list[float]:
+    out = []
+    for t in logprobs:
+        top = [v for v in t.top.values() if math.isfinite(v)]
+        if top:
+            out.append(-sum(top) / len(top))
+        else:
+            out.append(math.exp(t.logprob) if math.isfinite(t.logprob) else 0.0)
+    return out
+
+
+def lowest_group_confidence(confs: list[float], window: int, *, partial: bool = True) -> float | None:
+    """Min over sliding-window means; a trace shorter than the window is one group
+    (unless `partial` is False: mid-generation, only full windows are judged)."""
+    if len(confs) < window:
+        return sum(confs) / len(confs) if confs and partial else None
+    s = sum(confs[:window])
+    low = s
+    for i in range(window, len(confs)):
+        s += confs[i] - confs[i - window]
+        low = min(low, s)
+    return low / window
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), q in [0, 100]."""
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+@dataclass
+class Trace:
+    """A trace being generated chunk by chunk."""
+
+    index: int
+    text: str = ""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    tokens: int = 0
+    prompt_tokens: int = 0
+    seconds: float = 0.0
+    finish: FinishReason = "length"
+    open: bool = True
+    stopped_early: bool = False
+
+
+@dataclass
+class DeepConf(Strategy):
+    name = "deepconf"
+    summary = (
+        "Confidence-filtered, confidence-weighted voting; online mode stops low-confidence traces early."
+    )
+
+    n: int = field(default=16, metadata={"help": "most traces to sample"})
+    mode: Literal["online", "offline"] = field(
+        default="online", metadata={"help": "online (early stop) or offline"}
+    )
+    eta: float = field(
+        default=90.0, metadata={"help": "keep the top eta% most confident traces (10 = aggressive)"}
+    )
+    warmup: int = field(default=4, metadata={"help": "online: traces sampled in full to set the threshold"})
+    batch: int = field(default=4, metadata={"help": "online: traces per round after warmup"})
+    chunk: int = field(default=48, metadata={"help": "online: tokens generated between confidence checks"})
+    consensus: float = field(
+        default=0.95, metadata={"help": "online: stop when the leader's weighted share >= this (0: off)"}
+    )
+    window: int = field(default=32, metadata={"help": "tokens per confidence group"})
+    top_k: int = field(default=5, metadata={"help": "top logprobs per token for the confidence"})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.warmup < 1 or self.batch < 1 or self.chunk < 1 or self.window < 1:
+            raise ValueError("n, warmup, batch, chunk and window must be >= 1")
+        if not 0 < self.eta <= 100:
+            raise ValueError("eta must be in (0, 100]")
+        if self.top_k < 2:
+            raise ValueError("top_k must be >= 2 (the confidence compares alternatives)")
+        if self.mode not in ("online", "offline"):
+            raise ValueError("mode must be online or offline")
+
+    def confidence(self, candidate: Candidate) -> float | None:
+        lps = candidate.completion.logprobs
+        return lowest_group_confidence(token_confidences(lps), self.window) if lps else None
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        first = self.n if self.mode == "offline" else min(self.warmup, self.n)
+        warm_node = ctx.note(
+            "step", f"{'traces' if self.mode == 'offline' else 'warmup'}: {first}", phase="warmup"
+        )
+        traces = await ctx.sample(
+            problem,
+            first,
+            parent=warm_node,
+            seed=ctx.seed,
+            logprobs=True,
+            top_logprobs=self.top_k,
+            temperature=self.temperature,
+            top_p=self.top_p,
+        )
+        confs = [self.confidence(t) for t in traces]
+        known = [c for c in confs if c is not None]
+        if not known:
+            ctx.note("note", "no token logprobs from the engine: plain majority vote")
+            return self._vote(ctx, traces, [None] * len(traces), None, warm_node)
+        threshold = percentile(known, 100 - self.eta)
+        ctx.note("note", f"confidence threshold {threshold:.4g}", parent=warm_node, threshold=threshold)
+        if self.mode == "offline":
+            return self._vote(ctx, traces, confs, threshold, warm_node)
+        rounds = 0
+        vote_node = self._tally_node(ctx, traces, confs, threshold, warm_node)
+        while len(traces) < self.n and not ctx.meter.exhausted():
+            if self.consensus and self._leader_share(traces, confs, threshold) >= self.consensus:
+                break
+            rounds += 1
+            k = min(self.batch, self.n - len(traces))
+            node = ctx.note("step", f"round {rounds}: {k} traces, stop below {threshold:.4g}", phase="online")
+            new = await self._online(problem, ctx, k, len(traces), threshold, node)
+            if not new:
+                break
+            traces += new
+            confs += [self.confidence(t) for t in new]
+            vote_node = self._tally_node(ctx, traces, confs, threshold, node)
+        return self._result(traces, confs, threshold, vote_node)
+
+    async def _online(
+        self, problem: Problem, ctx: Context, k: int, start: int, threshold: float, parent: str
+    ) -> list[Candidate]:
+        """k traces generated in chunks; each stops when a full window dips below the threshold."""
+        live = [Trace(start + i) for i in range(k)]
+        step = 0
+        while any(t.open for t in live):
+            todo = [t for t in live if t.open]
+            requests = [
+                ctx.request(
+                    problem,
+                    prefill=t.text,
+                    max_tokens=min(self.chunk, ctx.max_tokens - t.tokens),
+                    seed=ctx.seed + t.index + 7919 * step,
+                    logprobs=True,
+                    top_logprobs=self.top_k,
+                    temperature=self.temperature,
+                    top_p=self.top_p,
+                )
+                for t in todo
+            ]
+            # the first chunk starts a sample (samples budget); later chunks continue it
+            results = await (ctx.generate(requests) if step == 0 else continue_generation(ctx, requests))
+            step += 1
+            for t, got in zip(todo, results, strict=True):
+                if not got:
+                    t.open, t.finish = False, "budget"
+                    continue
+                self._extend(t, got[0], ctx.max_tokens, threshold)
+            if step == 1:
+                live = [t for t in live if t.tokens or t.text]  # never started (samples budget)
+        out = []
+        for t in live:
+            done = Completion(t.text, t.finish, t.prompt_tokens, t.tokens, t.seconds, logprobs=t.logprobs)
+            conf = lowest_group_confidence(token_confidences(t.logprobs), self.window) if t.logprobs else None
+            out.append(
+                ctx.record(
+                    problem,
+                    done,
+                    parent=parent,
+                    index=t.index,
+                    confidence=conf,
+                    stopped_early=t.stopped_early,
+                    chunks=step,
+                )
+            )
+        return out
+
+    def _extend(self, t: Trace, got: Completion, max_tokens: int, threshold: float) -> None:
+        t.text += got.text
+        t.tokens += got.completion_tokens
+        t.prompt_tokens = t.prompt_tokens or got.prompt_tokens
+        t.seconds += got.seconds
+        t.logprobs += got.logprobs or []
+        if got.finish_reason != "length" or t.tokens >= max_tokens or not got.completion_tokens:
+            t.open, t.finish = False, got.finish_reason
+            return
+        low = lowest_group_confidence(token_confidences(t.logprobs), self.window, partial=False)
+        if low is not None and low < threshold:
+            t.open, t.stopped_early, t.finish = False, True, "budget"
+
+    def _voters(
+        self, traces: list[Candidate], confs: list[float | None], threshold: float | None
+    ) -> list[tuple[Candidate, float]]:
+        """Finished traces with an answer at or above the confidence threshold."""
+        pool = [
+            (i, t, c if c is not None else 1.0)
+            for i, (t, c) in enumerate(zip(traces, confs, strict=True))
+            if t.finished and t.answer and (threshold is None or c is None or c >= threshold)
+        ]
+        if self.mode == "offline" and threshold is not None:  # keep exactly the top eta%
+            keep = max(1, math.ceil(len(traces) * self.eta / 100))
+            pool = sorted(sorted(pool, key=lambda itc: -itc[2])[:keep])  # back in generation order
+        return [(t, c) for _, t, c in pool]
+
+    def _leader_share(self, traces: list[Candidate], confs: list[float | None], threshold: float) -> float:
+        pool = self._voters(traces, confs, threshold)
+        return tally((t.answer for t, _ in pool), (w for _, w in pool)).share() if pool else 0.0
+
+    def _tally_node(
+        self,
+        ctx: Context,
+        traces: list[Candidate],
+        confs: list[float | None],
+        threshold: float | None,
+        parent: str,
+    ) -> str:
+        pool = self._voters(traces, confs, threshold)
+        votes = tally((t.answer for t, _ in pool), (w for _, w in pool))
+        return ctx.note(
+            "vote",
+            ", ".join(f"{a}: {w:.4g}" for a, w in votes.totals.items()),
+            parent=parent,
+            answer=votes.winner,
+            score=votes.share(),
+            totals=votes.totals,
+            voters=len(pool),
+            traces=len(traces),
+            confidences=[None if c is None else round(c, 4) for c in confs],
+            dropped=[i for i, t in enumerate(traces) if all(t is not v for v, _ in pool)],
+        )
+
+    def _vote(
+        self,
+        ctx: Context,
+        traces: list[Candidate],
+        confs: list[float | None],
+        threshold: float | None,
+        parent: str,
+    ) -> Result:
+        return self._result(traces, confs, threshold, self._tally_node(ctx, traces, confs, threshold, parent))
+
+    def _result(
+        self, traces: list[Candidate], confs: list[float | None], threshold: float | None, node: str
+    ) -> Result:
+        pool = self._voters(traces, confs, threshold)
+        if not pool:  # nothing confident and finished: fall back to whatever answered (anytime)
+            pool = [(t, 1.0) for t in traces if t.answer]
+        if not pool:
+            return Result(None, traces[0].text if traces else "", node=node)
+        votes = tally((t.answer for t, _ in pool), (w for _, w in pool))
+        chosen = max((tc for tc in pool if tc[0].answer == votes.winner), key=lambda tc: tc[1])[0]
+        return Result(
+            votes.winner,
+            chosen.text,
+            score=votes.share(),
+            node=node,
+            response_tokens=chosen.completion.completion_tokens,
+        )

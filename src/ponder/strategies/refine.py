@@ -1,0 +1,164 @@
+"""Refine (Reflexion, Shinn et al. 2023; Self-Refine, Madaan et al. 2023): draft, check,
+turn what the check found into a revision request, repeat.
+
+    draft = sample(problem)
+    for round in 0..max_rounds:
+        verdict = verify(draft)            # failing test, lint finding, judge critique
+        if verdict.passed: break
+        draft = revise(problem, draft, verdict.feedback)
+    return the best-scoring draft so far   # anytime: every draft is kept
+
+The trace is a chain: sample -> verdict -> revision -> verdict -> revision -> ...
+
+Without a verifier the model critiques its own draft (a "critique" node) and the critique is
+the feedback; a draft passes when the critique says it is correct. Small models are poor
+judges of their own work, so with no verifier Refine returns the latest revision (as
+Self-Refine does) and gives it no score.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from ponder.context import Candidate, Context
+from ponder.engines.base import GenerationRequest, Message
+from ponder.problem import Problem
+from ponder.prompts import revision_messages, solve_messages, solve_prompt
+from ponder.strategies.base import Result, Strategy
+from ponder.verifiers.base import Verdict, Verifier
+
+CRITIQUE_REQUEST = (
+    "Check your answer above step by step. If it is fully correct, reply with the single word CORRECT. "
+    "Otherwise, list the mistakes briefly."
+)
+_CORRECT = re.compile(r"^\W*correct\b", re.IGNORECASE)
+
+
+@dataclass
+class Refine(Strategy):
+    name = "refine"
+    summary = "Draft, verify, revise from the verifier's feedback until it passes (self-critique if none)."
+
+    max_rounds: int = field(default=3, metadata={"help": "revisions after the first draft"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of drafts and revisions"})
+    critique_tokens: int = field(default=128, metadata={"help": "token cap of a self-critique (no verifier)"})
+    verifier: Verifier | None = field(default=None, metadata={"nested": True})
+
+    def __post_init__(self) -> None:
+        if self.max_rounds < 0:
+            raise ValueError("max_rounds must be >= 0")
+
+    async def run(self, problem: Problem, ctx: Context) -> Result:
+        verifier = self.verifier or ctx.verifier
+        drafts = await ctx.sample(problem, 1, temperature=self.temperature)
+        if not drafts:
+            return Result(None, "")
+        draft = drafts[0]
+        best, best_score = draft, -1.0
+        for round in range(self.max_rounds + 1):
+            verdict, verdict_node = await self._check(problem, draft, ctx, verifier)
+            if verdict is None:  # the budget ran out before the check
+                break
+            if verifier is None or verdict.score > best_score:  # ties keep the earlier version
+                best, best_score = draft, verdict.score
+            if verdict.passed or round == self.max_rounds or ctx.meter.exhausted():
+                break
+            revised = await self._revise(problem, draft, verdict.feedback, verdict_node, ctx, round + 1)
+            if revised is None or not revised.completion.completion_tokens:
+                break
+            draft = revised
+        score = None if verifier is None or best_score < 0 else best_score
+        return Result(
+            best.answer,
+            best.text,
+            score=score,
+            node=best.node,
+            response_tokens=best.completion.completion_tokens,
+        )
+
+    async def _check(
+        self, problem: Problem, draft: Candidate, ctx: Context, verifier: Verifier | None
+    ) -> tuple[Verdict | None, str]:
+        """The verifier's verdict on a draft, or the model's critique of it; returns the node
+        the next revision hangs from."""
+        if verifier is not None:
+            verdict = await verifier.verify(problem, draft.text)
+            node = ctx.note(
+                "verdict",
+                verdict.feedback,
+                parent=draft.node,
+                score=verdict.score,
+                passed=verdict.passed,
+                verifier=verifier.name,
+            )
+            return verdict, node
+        if ctx.meter.exhausted():
+            return None, draft.node
+        request = _follow_up(
+            ctx, problem, draft.text, CRITIQUE_REQUEST, self.critique_tokens, temperature=0.0
+        )
+        (completions,) = await ctx.generate([request])
+        if not completions:
+            return None, draft.node
+        critique = completions[0]
+        passed = bool(_CORRECT.match(critique.text))
+        node = ctx.note(
+            "critique",
+            critique.text,
+            parent=draft.node,
+            passed=passed,
+            prompt_tokens=critique.prompt_tokens,
+            completion_tokens=critique.completion_tokens,
+            seconds=critique.seconds,
+            finish_reason=critique.finish_reason,
+        )
+        return Verdict(score=1.0 if passed else 0.0, passed=passed, feedback=critique.text), node
+
+    async def _revise(
+        self, problem: Problem, draft: Candidate, feedback: str, parent: str, ctx: Context, round: int
+    ) -> Candidate | None:
+        feedback = feedback.strip() or "The answer did not pass the check."
+        request = (
+            GenerationRequest(
+                messages=revision_messages(problem, draft.text, feedback),
+                max_tokens=ctx.max_tokens,
+                temperature=self.temperature,
+                top_p=0.95,
+                seed=ctx.seed + round,
+            )
+            if ctx.chat
+            else _follow_up(
+                ctx,
+                problem,
+                draft.text,
+                f"Feedback: {feedback}\nCorrected solution:",
+                ctx.max_tokens,
+                temperature=self.temperature,
+            )
+        )
+        (completions,) = await ctx.generate([request])
+        if not completions:
+            return None
+        return ctx.record(
+            problem, completions[0], kind="revision", parent=parent, round=round, feedback=feedback
+        )
+
+
+def _follow_up(
+    ctx: Context, problem: Problem, draft: str, ask: str, max_tokens: int, *, temperature: float
+) -> GenerationRequest:
+    """A request that shows the model its draft and asks something about it."""
+    if ctx.chat:
+        messages: list[Message] = [
+            *solve_messages(problem),
+            {"role": "assistant", "content": draft},
+            {"role": "user", "content": ask},
+        ]
+        return GenerationRequest(
+            messages=messages, max_tokens=max_tokens, temperature=temperature, seed=ctx.seed
+        )
+    prompt = f"{solve_prompt(problem)} {draft.strip()}\n\n{ask}"
+    return GenerationRequest(
+        prompt=prompt, max_tokens=max_tokens, temperature=temperature, seed=ctx.seed, stop=("\nQuestion:",)
+    )
