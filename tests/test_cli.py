@@ -153,3 +153,20 @@ def test_same_think_against_an_openai_compatible_server(tmp_path: Path) -> None:
     # the server's own token counts, not estimates, add up to the reported usage
     assert sum(n["completion_tokens"] for n in samples) == out["usage"]["completion_tokens"]
     assert out["usage"]["prompt_tokens"] >= 8 * samples[0]["prompt_tokens"]
+
+
+def test_traces_show_survives_model_text_that_looks_like_markup(tmp_path: Path) -> None:
+    from ponder.store import TraceStore
+    from ponder.trace import Trace
+
+    store = TraceStore(tmp_path / "traces.sqlite")
+    trace = Trace(store=store)
+    store.begin_trace(trace.id, question="q [bold]?", strategy="direct", model="m", budget={}, created_at=time.time())
+    root = trace.add("root", "q")
+    trace.add("sample", "x [/] y [red", parent=root, answer="[/]")
+    store.finish_trace(trace.id, status="done", answer="[/]", stopped_by=None, usage={}, finished_at=time.time())
+    result = ponder("traces", "show", trace.id, home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "x [/] y [red" in result.stdout
+    listed = ponder("traces", "list", home=tmp_path)
+    assert listed.returncode == 0 and trace.id[:12] in listed.stdout

@@ -49,3 +49,8 @@ def test_canonical_numbers_vote_together(raw: str, canon: str) -> None:
 def test_extract_code_takes_last_block_even_unterminated() -> None:
     text = "Here:\n```python\ndef f():\n    return 1\n```\nBetter:\n```python\ndef f():\n    return 2\n"
     assert extract_code(text) == "def f():\n    return 2\n"
+
+
+def test_extract_code_prefers_the_block_that_defines_over_a_usage_example() -> None:
+    text = "```python\ndef add(a, b):\n    return a + b\n```\nUsage:\n```python\nprint(add(1, 2))\n```"
+    assert extract_code(text) == "def add(a, b):\n    return a + b\n"

@@ -130,8 +130,11 @@ _CODE_BLOCK = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)"
 
 
 def extract_code(text: str) -> str | None:
-    """The last fenced code block (an unterminated last block counts), else the whole text."""
+    """The code of a response: the last fenced block that defines something (models often
+    add a usage example after the solution), else the last block (an unterminated last
+    block counts), else the whole text."""
     blocks = _CODE_BLOCK.findall(text)
     if blocks:
-        return blocks[-1].rstrip() + "\n"
+        defining = [b for b in blocks if re.search(r"^\s*(?:async\s+def|def|class)\s", b, re.MULTILINE)]
+        return (defining or blocks)[-1].rstrip() + "\n"
     return text if text.strip() else None

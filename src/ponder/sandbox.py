@@ -608,7 +608,8 @@ def _child(payload: dict[str, Any], work: str, result_fd: int) -> None:  # pragm
 
     def describe(exc: BaseException) -> str:
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.abspath(f.filename) != here]
-        lines = traceback.format_list(frames[-6:]) + traceback.format_exception_only(type(exc), exc)
+        # the error first: it is what a reader (or a revising model) needs, the frames say where
+        lines = [*traceback.format_exception_only(type(exc), exc), *traceback.format_list(frames[-6:])]
         return _trim("".join(lines).rstrip())
 
     for module in ("candidate", "test_candidate"):

@@ -208,8 +208,8 @@ def _print(result: Answer, as_json: bool, show_response: bool) -> None:
         print(json.dumps(payload))
         return
     if show_response:
-        out.print(result.response)
-    out.print(f"[bold]{result.answer if result.answer is not None else '(no answer)'}[/]")
+        out.print(result.response, markup=False)
+    out.print(result.answer if result.answer is not None else "(no answer)", markup=False, style="bold")
     u = result.usage
     stop = f" · stopped by {result.stopped_by}" if result.stopped_by else ""
     stderr.print(

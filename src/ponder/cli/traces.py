@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -44,17 +45,20 @@ def list_traces(
     if as_json:
         print(json.dumps([{k: v for k, v in r.to_dict().items() if k != "nodes"} for r in records]))
         return
-    table = Table("id", "when", "strategy", "status", "answer", "stopped by", "tokens", "question")
+    table = Table()
+    for column in ("id", "when", "strategy", "status", "answer", "stopped by", "tokens"):
+        table.add_column(column, no_wrap=True, overflow="ellipsis")
+    table.add_column("question", overflow="fold", min_width=24)
     for r in records:
         table.add_row(
             r.id[:12],
-            datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M:%S"),
+            datetime.fromtimestamp(r.created_at).strftime("%m-%d %H:%M"),
             r.strategy,
             r.status,
-            r.answer or "",
+            _short(r.answer or "", 24),
             r.stopped_by or "",
             str((r.usage or {}).get("completion_tokens", "")),
-            r.question[:50],
+            _short(r.question, 48),
         )
     Console().print(table)
 
@@ -75,8 +79,8 @@ def show_trace(
         return
     usage = record.usage or {}
     title = (
-        f"[bold]{record.question}[/]\n{record.strategy} on {record.model} · {record.status}"
-        f" · answer [bold]{record.answer}[/] · {usage.get('completion_tokens', '?')} tokens"
+        f"[bold]{escape(record.question)}[/]\n{record.strategy} on {record.model} · {record.status}"
+        f" · answer [bold]{_short(record.answer or '', 60)}[/] · {usage.get('completion_tokens', '?')} tokens"
         f" · {usage.get('seconds', '?')}s"
         + (f" · stopped by {record.stopped_by}" if record.stopped_by else "")
     )
@@ -88,11 +92,17 @@ def show_trace(
     Console().print(tree)
 
 
+def _short(text: str, width: int) -> str:
+    """One escaped line: model text may contain rich markup such as "[/]"."""
+    flat = " ".join(text.split())
+    return escape(flat if len(flat) <= width else flat[: width - 1] + "…")
+
+
 def _label(node: NodeRecord, full: bool) -> str:
-    text = node.text if full else " ".join(node.text.split())[:90]
+    text = escape(node.text) if full else _short(node.text, 90)
     parts = [f"[bold]{node.kind}[/]"]
     if node.answer is not None:
-        parts.append(f"→ [cyan]{node.answer}[/]")
+        parts.append(f"→ [cyan]{_short(node.answer, 40)}[/]")
     if node.score is not None:
         parts.append(f"score {node.score:.2f}")
     if node.completion_tokens:
