@@ -215,52 +215,30 @@ def main() -> None:
                 "seconds": wall[spec],
             }
         )
+
+    def replayed(spec: str, acc: float, tpq: float, spq: float) -> dict[str, Any]:
+        return {
+            "strategy": spec,
+            "kind": "replay",
+            "accuracy": acc,
+            "tokens": tpq * n,
+            "tokens_per_q": tpq,
+            "samples_per_q": spq,
+            "token_ratio": tpq * n / base_tokens,
+            "acc_delta_pts": 100 * (acc - base_acc),
+        }
+
     for k in REPLAY_N:
         acc, tpq = replay_sc(base, data, items, k)
-        rows.append(
-            {
-                "strategy": f"self-consistency:n={k}",
-                "kind": "replay",
-                "accuracy": acc,
-                "tokens": tpq * n,
-                "tokens_per_q": tpq,
-                "samples_per_q": k,
-                "token_ratio": tpq * n / base_tokens,
-                "acc_delta_pts": 100 * (acc - base_acc),
-            }
-        )
+        rows.append(replayed(f"self-consistency:n={k}", acc, tpq, k))
     for rule in ("beta", "lead"):
         for thr in REPLAY_THRESHOLDS if rule == "beta" else [1.0]:
             ac = AdaptiveConsistency(max_n=16, batch=4, threshold=thr, rule=rule)
-            acc, tpq, spq = replay_ac(base, data, items, ac)
-            rows.append(
-                {
-                    "strategy": ac.spec(),
-                    "kind": "replay",
-                    "accuracy": acc,
-                    "tokens": tpq * n,
-                    "tokens_per_q": tpq,
-                    "samples_per_q": spq,
-                    "token_ratio": tpq * n / base_tokens,
-                    "acc_delta_pts": 100 * (acc - base_acc),
-                }
-            )
+            rows.append(replayed(ac.spec(), *replay_ac(base, data, items, ac)))
         for batch in (2, 1):
             if rule == "beta":
                 ac = AdaptiveConsistency(max_n=16, batch=batch, threshold=0.95)
-                acc, tpq, spq = replay_ac(base, data, items, ac)
-                rows.append(
-                    {
-                        "strategy": ac.spec(),
-                        "kind": "replay",
-                        "accuracy": acc,
-                        "tokens": tpq * n,
-                        "tokens_per_q": tpq,
-                        "samples_per_q": spq,
-                        "token_ratio": tpq * n / base_tokens,
-                        "acc_delta_pts": 100 * (acc - base_acc),
-                    }
-                )
+                rows.append(replayed(ac.spec(), *replay_ac(base, data, items, ac)))
 
     print()
     head = ("strategy", "run", "acc", "Δpts", "tokens", "tok/q", "×SC16", "samp/q")

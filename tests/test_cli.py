@@ -161,10 +161,14 @@ def test_traces_show_survives_model_text_that_looks_like_markup(tmp_path: Path) 
 
     store = TraceStore(tmp_path / "traces.sqlite")
     trace = Trace(store=store)
-    store.begin_trace(trace.id, question="q [bold]?", strategy="direct", model="m", budget={}, created_at=time.time())
+    store.begin_trace(
+        trace.id, question="q [bold]?", strategy="direct", model="m", budget={}, created_at=time.time()
+    )
     root = trace.add("root", "q")
     trace.add("sample", "x [/] y [red", parent=root, answer="[/]")
-    store.finish_trace(trace.id, status="done", answer="[/]", stopped_by=None, usage={}, finished_at=time.time())
+    store.finish_trace(
+        trace.id, status="done", answer="[/]", stopped_by=None, usage={}, finished_at=time.time()
+    )
     result = ponder("traces", "show", trace.id, home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "x [/] y [red" in result.stdout

@@ -49,10 +49,12 @@ class AnswerVerifier:
         )
 
 
-async def run(strategy: object, engine: object, **options: object) -> tuple[Answer, list[NodeRecord]]:
+async def run(
+    strategy: object, engine: object, question: str = "q?", **options: object
+) -> tuple[Answer, list[NodeRecord]]:
     nodes: list[NodeRecord] = []
     answer = await athink(
-        "q?", strategy=strategy, engine=engine, store=False, on_node=nodes.append, **options
+        question, strategy=strategy, engine=engine, store=False, on_node=nodes.append, **options
     )  # type: ignore[arg-type]
     return answer, nodes
 
@@ -546,16 +548,7 @@ def _deepconf(nodes: list[NodeRecord]) -> None:
 @pytest.mark.model
 @pytest.mark.parametrize("spec", list(SHAPES))
 async def test_real_model_answers_within_budget_with_its_trace(model: Engine, spec: str) -> None:
-    nodes: list[NodeRecord] = []
-    answer = await athink(
-        QUESTION,
-        strategy=spec,
-        engine=model,
-        store=False,
-        on_node=nodes.append,
-        budget="2000 tokens",
-        max_tokens=48,
-    )
+    answer, nodes = await run(spec, model, QUESTION, budget="2000 tokens", max_tokens=48)
     assert answer.answer is not None and answer.response
     assert answer.usage.completion_tokens <= 2000 + 48
     assert nodes[-1].kind == "answer"
@@ -575,17 +568,8 @@ async def test_real_model_answers_within_budget_with_its_trace(model: Engine, sp
     ],
 )
 async def test_real_model_stops_at_a_deadline_with_its_best_so_far(model: Engine, spec: str) -> None:
-    nodes: list[NodeRecord] = []
     start = time.monotonic()
-    answer = await athink(
-        LONG_QUESTION,
-        strategy=spec,
-        engine=model,
-        store=False,
-        on_node=nodes.append,
-        budget="1.5s",
-        max_tokens=2048,
-    )
+    answer, nodes = await run(spec, model, LONG_QUESTION, budget="1.5s", max_tokens=2048)
     assert answer.stopped_by == "seconds"
     assert time.monotonic() - start < 1.5 + 2.5  # one decode step, the verifier and bookkeeping late at most
     assert answer.response  # what it had when time ran out

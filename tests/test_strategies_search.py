@@ -67,6 +67,17 @@ def steps_by_depth(nodes: list[NodeRecord]) -> dict[int, list[NodeRecord]]:
     return out
 
 
+async def think_stored(
+    engine: Engine, strategy: Strategy, tmp_path: pathlib.Path
+) -> tuple[Answer, list[NodeRecord]]:
+    """Think on "q?" with steps scored by QualityVerifier; the answer and its stored trace."""
+    store = TraceStore(tmp_path / "t.sqlite")
+    answer = await athink("q?", strategy=strategy, engine=engine, verifier=QualityVerifier(), store=store)
+    record = store.get_trace(answer.trace_id)
+    assert record is not None
+    return answer, record.nodes
+
+
 # ---- steps ---------------------------------------------------------------------------------
 
 
@@ -139,12 +150,8 @@ def beam_script(req: GenerationRequest, i: int) -> str:
 
 async def test_beam_search_keeps_width_beams_per_level_in_one_call_per_depth(tmp_path: pathlib.Path) -> None:
     engine = CountingEngine(beam_script)
-    store = TraceStore(tmp_path / "t.sqlite")
-    strategy = BeamSearch(width=2, expand=3, max_steps=5)
-    answer = await athink("q?", strategy=strategy, engine=engine, verifier=QualityVerifier(), store=store)
-    record = store.get_trace(answer.trace_id)
-    assert record is not None
-    levels = steps_by_depth(record.nodes)
+    answer, trace = await think_stored(engine, BeamSearch(width=2, expand=3, max_steps=5), tmp_path)
+    levels = steps_by_depth(trace)
     assert sorted(levels) == [1, 2, 3]  # depth 3 answers, so the search ends there
     assert len(levels[1]) == 3 and len(levels[2]) == len(levels[3]) == 2 * 3
     for depth, nodes in levels.items():
@@ -162,7 +169,7 @@ async def test_beam_search_keeps_width_beams_per_level_in_one_call_per_depth(tmp
     assert answer.answer == "42" and answer.stopped_by is None
     best = max((n for n in levels[3] if n.meta["kept"]), key=lambda n: n.score)
     assert answer.score == pytest.approx(best.score) and best.meta["complete"]
-    assert next(n for n in record.nodes if n.kind == "answer").parent_id == best.id
+    assert next(n for n in trace if n.kind == "answer").parent_id == best.id
 
 
 @pytest.mark.parametrize(
@@ -213,27 +220,22 @@ def check_visits(note: NodeRecord, iterations: int) -> None:
 
 @pytest.mark.parametrize("value", ["score", "rollout", "agreement"])
 async def test_mcts_visit_counts_add_up(value: str, tmp_path: pathlib.Path) -> None:
-    store = TraceStore(tmp_path / "t.sqlite")
     strategy = MCTS(iterations=12, expand=3, max_steps=4, c=0.5, value=value)  # type: ignore[arg-type]
-    answer = await athink(
-        "q?", strategy=strategy, engine=ScriptedEngine(mcts_script), verifier=QualityVerifier(), store=store
-    )
-    record = store.get_trace(answer.trace_id)
-    assert record is not None
-    (note,) = [n for n in record.nodes if n.kind == "note"]
+    answer, trace = await think_stored(ScriptedEngine(mcts_script), strategy, tmp_path)
+    (note,) = [n for n in trace if n.kind == "note"]
     check_visits(note, 12)
-    steps = {n.id: n for n in record.nodes if n.kind == "step"}
+    steps = {n.id: n for n in trace if n.kind == "step"}
     assert set(note.meta["tree"]) == set(steps)
     # a step node's trace parent is its tree parent (or the root node)
     for node_id, stats in note.meta["tree"].items():
-        assert steps[node_id].parent_id == (stats["parent"] or record.nodes[0].id)
+        assert steps[node_id].parent_id == (stats["parent"] or trace[0].id)
     # the well-scored first step is explored more than either bad one
     visits = {k: v["visits"] for k, v in note.meta["tree"].items()}
     first = [n for n in steps.values() if n.meta["depth"] == 1]
     assert [n.text.split()[-2] for n in first] == ["good", "bad", "bad"]
     if value != "agreement":  # agreement values the answer the rollouts share, not the step
         assert visits[first[0].id] > max(visits[first[1].id], visits[first[2].id])
-    rollouts = [n for n in record.nodes if n.kind == "sample"]
+    rollouts = [n for n in trace if n.kind == "sample"]
     if value == "score":
         assert not rollouts  # no solution finished: the most visited path's partial answer
         assert answer.response.startswith("d1") and "good" in answer.response.split("\n\n")[0]
@@ -295,19 +297,16 @@ def pf_script(req: GenerationRequest, i: int) -> str:
 
 async def test_particle_filter_resamples_toward_high_weight_particles(tmp_path: pathlib.Path) -> None:
     engine = CountingEngine(pf_script)
-    store = TraceStore(tmp_path / "t.sqlite")
     strategy = ParticleFilter(particles=4, weight_temperature=0.5, max_steps=6)
-    answer = await athink("q?", strategy=strategy, engine=engine, verifier=QualityVerifier(), store=store)
-    record = store.get_trace(answer.trace_id)
-    assert record is not None
-    levels = steps_by_depth(record.nodes)
+    answer, trace = await think_stored(engine, strategy, tmp_path)
+    levels = steps_by_depth(trace)
     good = next(n for n in levels[1] if "good" in n.text)
     assert good.meta["weight"] > 0.9
     # every copy drawn is the good particle: its 4 copies are advanced in one request with n=4
     assert all(n.parent_id == good.id for n in levels[2])
     step_batches = [[r.n for r in b] for b in engine.batches if any(is_step(r) for r in b)]
     assert step_batches[:2] == [[4], [4]]
-    resamples = [n for n in record.nodes if n.kind == "note"]
+    resamples = [n for n in trace if n.kind == "note"]
     assert resamples[0].meta["ancestors"] == [0, 0, 0, 0]
     assert answer.answer == "7" and answer.stopped_by is None and answer.response.startswith("good")
 

@@ -25,6 +25,7 @@ from typing import Literal
 from ponder.context import Candidate, Context
 from ponder.problem import Problem
 from ponder.strategies.base import Result, Strategy
+from ponder.strategies.self_consistency import note_votes
 from ponder.vote import Tally, tally
 
 
@@ -86,16 +87,8 @@ class AdaptiveConsistency(Strategy):
             samples += new
             votes = tally(s.answer for s in samples if s.finished)
             stop, p = self.settled(votes, self.max_n - len(samples))
-            vote_node = ctx.note(
-                "vote",
-                ", ".join(f"{a}: {w:g}" for a, w in votes.totals.items()),
-                parent=round_node,
-                answer=votes.winner,
-                score=votes.share(),
-                totals=votes.totals,
-                voters=len(samples),
-                p_majority=round(p, 4),
-                stop=stop,
+            vote_node = note_votes(
+                ctx, votes, len(samples), parent=round_node, p_majority=round(p, 4), stop=stop
             )
             if stop:
                 break

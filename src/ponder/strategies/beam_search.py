@@ -14,31 +14,24 @@ from dataclasses import dataclass, field
 
 from ponder.context import Context
 from ponder.problem import Problem
-from ponder.strategies.base import Result, Strategy
-from ponder.strategies.steps import Path, ScorerName, Steps, StepScorer, check_choice, usable
+from ponder.strategies.base import Result
+from ponder.strategies.steps import Path, Steps, StepScorer, StepSearch, usable
 
 
 @dataclass
-class BeamSearch(Strategy):
+class BeamSearch(StepSearch):
     name = "beam-search"
     summary = "Step-level beam search: expand `width` partial solutions `expand` ways, keep the best-scored."
 
     width: int = field(default=4, metadata={"help": "beams kept per step"})
     expand: int = field(default=2, metadata={"help": "next steps sampled per beam"})
     max_steps: int = field(default=8, metadata={"help": "deepest solution, in steps"})
-    delimiter: str = field(default="blank", metadata={"help": "step boundary: blank, line, step or a string"})
-    max_step_tokens: int = field(default=96, metadata={"help": "tokens per step before it is cut"})
-    scorer: ScorerName = field(default="auto", metadata={"help": "prm, verifier, logprob or auto"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
 
     def __post_init__(self) -> None:
-        if min(self.width, self.expand, self.max_steps, self.max_step_tokens) < 1:
-            raise ValueError("width, expand, max_steps and max_step_tokens must be >= 1")
-        check_choice("scorer", self.scorer, ScorerName)
+        self.check_steps(width=self.width, expand=self.expand, max_steps=self.max_steps)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
-        steps = Steps(self.delimiter, self.max_step_tokens, self.temperature, self.top_p)
+        steps = self.steps()
         score = StepScorer(self.scorer)
         beams, done, cut = [Path()], list[Path](), list[Path]()
         for depth in range(1, self.max_steps + 1):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from ponder.context import Context
 from ponder.problem import Problem
 from ponder.strategies.base import Result, Strategy
+from ponder.strategies.self_consistency import note_votes
 from ponder.verifiers.base import Verifier
 from ponder.vote import tally
 
@@ -110,15 +111,7 @@ class BestOfN(Strategy):
             weights = [(c.score or 0.0) if scored else 1.0 for c in finished]
             votes = tally((c.answer for c in finished), weights)
             winner = votes.winner
-            node = ctx.note(
-                "vote",
-                ", ".join(f"{a}: {w:.3g}" for a, w in votes.totals.items()),
-                answer=winner,
-                score=votes.share(),
-                totals=votes.totals,
-                voters=len(finished),
-                method="score-weighted",
-            )
+            node = note_votes(ctx, votes, len(finished), ".3g", method="score-weighted")
             backing = [c for c in finished if c.answer == winner] or finished
             best = _first_best(backing)
             return Result(winner, best.text, score=votes.share(), node=node, response_tokens=best.tokens)

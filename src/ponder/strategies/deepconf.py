@@ -28,6 +28,7 @@ from ponder.engines.base import Completion, FinishReason, TokenLogprob
 from ponder.problem import Problem
 from ponder.strategies.base import Result, Strategy
 from ponder.strategies.budget_forcing import continue_generation
+from ponder.strategies.self_consistency import note_votes
 from ponder.vote import tally
 
 
@@ -246,14 +247,12 @@ class DeepConf(Strategy):
     ) -> str:
         pool = self._voters(traces, confs, threshold)
         votes = tally((t.answer for t, _ in pool), (w for _, w in pool))
-        return ctx.note(
-            "vote",
-            ", ".join(f"{a}: {w:.4g}" for a, w in votes.totals.items()),
+        return note_votes(
+            ctx,
+            votes,
+            len(pool),
+            ".4g",
             parent=parent,
-            answer=votes.winner,
-            score=votes.share(),
-            totals=votes.totals,
-            voters=len(pool),
             traces=len(traces),
             confidences=[None if c is None else round(c, 4) for c in confs],
             dropped=[i for i, t in enumerate(traces) if all(t is not v for v, _ in pool)],

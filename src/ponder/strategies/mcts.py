@@ -28,8 +28,8 @@ from typing import Literal
 
 from ponder.context import Context
 from ponder.problem import Problem
-from ponder.strategies.base import Result, Strategy
-from ponder.strategies.steps import Path, ScorerName, Steps, StepScorer, check_choice, usable
+from ponder.strategies.base import Result
+from ponder.strategies.steps import Path, StepScorer, StepSearch, check_choice, usable
 
 Value = Literal["rollout", "agreement", "score"]
 
@@ -54,7 +54,7 @@ class Node:
 
 
 @dataclass
-class MCTS(Strategy):
+class MCTS(StepSearch):
     name = "mcts"
     summary = "Monte Carlo tree search over steps: UCT selection, sampled steps, rollout or reward values."
 
@@ -66,18 +66,11 @@ class MCTS(Strategy):
         default="rollout",
         metadata={"help": "leaf value: rollout (scored), agreement (of rollout answers) or score"},
     )
-    delimiter: str = field(default="blank", metadata={"help": "step boundary: blank, line, step or a string"})
-    max_step_tokens: int = field(default=96, metadata={"help": "tokens per step before it is cut"})
-    scorer: ScorerName = field(default="auto", metadata={"help": "prm, verifier, logprob or auto"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
 
     def __post_init__(self) -> None:
-        if min(self.iterations, self.expand, self.max_steps, self.max_step_tokens) < 1:
-            raise ValueError("iterations, expand, max_steps and max_step_tokens must be >= 1")
+        self.check_steps(iterations=self.iterations, expand=self.expand, max_steps=self.max_steps)
         if self.c < 0:
             raise ValueError("c must be >= 0")
-        check_choice("scorer", self.scorer, ScorerName)
         check_choice("value", self.value, Value)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
@@ -149,7 +142,7 @@ class _Search:
 
     def __post_init__(self) -> None:
         m = self.mcts
-        self.steps = Steps(m.delimiter, m.max_step_tokens, m.temperature, m.top_p)
+        self.steps = m.steps()
         self.score = StepScorer(m.scorer)
 
     async def expand(self, node: Node, *, seed: int) -> list[Node]:

@@ -24,8 +24,8 @@ from typing import Literal
 
 from ponder.context import Context
 from ponder.problem import Problem
-from ponder.strategies.base import Result, Strategy
-from ponder.strategies.steps import Path, ScorerName, Steps, StepScorer, check_choice, usable
+from ponder.strategies.base import Result
+from ponder.strategies.steps import Path, Steps, StepScorer, StepSearch, check_choice, usable
 from ponder.vote import tally
 
 Resampler = Literal["multinomial", "systematic"]
@@ -33,7 +33,7 @@ Pick = Literal["weight", "vote"]
 
 
 @dataclass
-class ParticleFilter(Strategy):
+class ParticleFilter(StepSearch):
     name = "particle-filter"
     summary = (
         "Particles advanced step by step, weighted by a process reward and resampled (Puri et al. 2025)."
@@ -44,23 +44,16 @@ class ParticleFilter(Strategy):
     weight_temperature: float = field(default=1.0, metadata={"help": "softmax temperature on reward logits"})
     resample: Resampler = field(default="multinomial", metadata={"help": "resampler"})
     pick: Pick = field(default="weight", metadata={"help": "top weight or weighted vote"})
-    delimiter: str = field(default="blank", metadata={"help": "step boundary: blank, line, step or a string"})
-    max_step_tokens: int = field(default=96, metadata={"help": "tokens per step before it is cut"})
-    scorer: ScorerName = field(default="auto", metadata={"help": "prm, verifier, logprob or auto"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
 
     def __post_init__(self) -> None:
-        if min(self.particles, self.max_steps, self.max_step_tokens) < 1:
-            raise ValueError("particles, max_steps and max_step_tokens must be >= 1")
+        self.check_steps(particles=self.particles, max_steps=self.max_steps)
         if self.weight_temperature <= 0:
             raise ValueError("weight_temperature must be > 0")
-        check_choice("scorer", self.scorer, ScorerName)
         check_choice("resample", self.resample, Resampler)
         check_choice("pick", self.pick, Pick)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
-        steps = Steps(self.delimiter, self.max_step_tokens, self.temperature, self.top_p)
+        steps = self.steps()
         score, rng = StepScorer(self.scorer), random.Random(ctx.seed)
         particles, cut = [Path()] * self.particles, list[Path]()
         for depth in range(1, self.max_steps + 1):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ponder.context import Candidate, Context
 from ponder.problem import Problem
 from ponder.strategies.base import Result, Strategy
-from ponder.vote import tally
+from ponder.vote import Tally, tally
 
 
 @dataclass
@@ -36,14 +37,7 @@ def majority(samples: list[Candidate], ctx: Context, weights: list[float] | None
         pool = list(zip(samples, weights or [1.0] * len(samples), strict=True))
     votes = tally((s.answer for s, _ in pool), (w for _, w in pool))
     winner = votes.winner
-    vote_node = ctx.note(
-        "vote",
-        ", ".join(f"{a}: {w:g}" for a, w in votes.totals.items()),
-        answer=winner,
-        score=votes.share(),
-        totals=votes.totals,
-        voters=len(pool),
-    )
+    vote_node = note_votes(ctx, votes, len(pool))
     chosen = next((s for s, _ in pool if s.answer == winner), samples[0] if samples else None)
     if chosen is None:
         return Result(None, "", node=vote_node)
@@ -53,4 +47,17 @@ def majority(samples: list[Candidate], ctx: Context, weights: list[float] | None
         score=votes.share(),
         node=vote_node,
         response_tokens=chosen.completion.completion_tokens,
+    )
+
+
+def note_votes(ctx: Context, votes: Tally, voters: int, weight_format: str = "g", **meta: Any) -> str:
+    """A "vote" node: each answer's total as its text, the winner and its share, and `meta`."""
+    return ctx.note(
+        "vote",
+        ", ".join(f"{a}: {w:{weight_format}}" for a, w in votes.totals.items()),
+        answer=votes.winner,
+        score=votes.share(),
+        totals=votes.totals,
+        voters=voters,
+        **meta,
     )

@@ -8,6 +8,7 @@ was started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -15,7 +16,7 @@ import re
 import sys
 import tempfile
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ponder.extract import extract_code
@@ -28,6 +29,26 @@ _MAX_FINDINGS_SHOWN = 20
 def _score(findings: int, per_finding: float) -> float:
     """1 when clean, falling with each finding (0 at 1/per_finding findings)."""
     return max(0.0, 1.0 - per_finding * findings)
+
+
+def _feedback(lines: list[str], clean: str, header: str) -> str:
+    """`clean` when there is nothing to show, else `header` and the first findings."""
+    if not lines:
+        return clean
+    feedback = header + "\n" + "\n".join(lines[:_MAX_FINDINGS_SHOWN])
+    if len(lines) > _MAX_FINDINGS_SHOWN:
+        feedback += f"\n... and {len(lines) - _MAX_FINDINGS_SHOWN} more"
+    return feedback
+
+
+@contextlib.contextmanager
+def _candidate_file(code: str, tool: str) -> Iterator[tuple[str, str]]:
+    """A temporary directory holding the code as candidate.py: (the directory, the file)."""
+    with tempfile.TemporaryDirectory(prefix=f"ponder-{tool}-") as tmp:
+        path = os.path.join(tmp, "candidate.py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(code)
+        yield tmp, path
 
 
 _semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
@@ -67,10 +88,23 @@ async def _run_tool_now(argv: list[str], cwd: str, timeout: float) -> tuple[int,
     return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
 
+class _Linter:
+    """A static check of the code in an answer; an answer without code fails it."""
+
+    async def verify(self, problem: Problem, candidate: str) -> Verdict:
+        code = extract_code(candidate)
+        if not code:
+            return Verdict(0.0, False, "the answer contains no code")
+        return await self.check(code)
+
+    async def check(self, code: str) -> Verdict:
+        raise NotImplementedError
+
+
 DEFAULT_RUFF_RULES = ("E4", "E7", "E9", "F")
 
 
-class Ruff:
+class Ruff(_Linter):
     """Lint findings from `ruff check`.
 
     Default rules: pyflakes and pycodestyle's error classes (ruff's classic defaults), pinned
@@ -92,14 +126,8 @@ class Ruff:
         self.timeout = timeout
         self.name = name
 
-    async def verify(self, problem: Problem, candidate: str) -> Verdict:
-        code = extract_code(candidate)
-        if not code:
-            return Verdict(0.0, False, "the answer contains no code")
-        with tempfile.TemporaryDirectory(prefix="ponder-ruff-") as tmp:
-            path = os.path.join(tmp, "candidate.py")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(code)
+    async def check(self, code: str) -> Verdict:
+        with _candidate_file(code, "ruff") as (tmp, _):
             argv = [
                 sys.executable,
                 "-m",
@@ -129,11 +157,7 @@ class Ruff:
             for d in found
         ]
         lines = [f"line {x['line']}:{x['col']}: {x['code']} {x['message']}" for x in findings]
-        feedback = (
-            "ruff: no findings" if not lines else "ruff findings:\n" + "\n".join(lines[:_MAX_FINDINGS_SHOWN])
-        )
-        if len(lines) > _MAX_FINDINGS_SHOWN:
-            feedback += f"\n... and {len(lines) - _MAX_FINDINGS_SHOWN} more"
+        feedback = _feedback(lines, "ruff: no findings", "ruff findings:")
         return Verdict(
             _score(len(findings), self.per_finding), not findings, feedback, {"findings": findings}
         )
@@ -142,7 +166,7 @@ class Ruff:
 _MYPY_LINE = re.compile(r"^[^:\n]+:(\d+):(?:(\d+):)? (error|note): (.*?)(?:  \[([\w-]+)\])?$")
 
 
-class Mypy:
+class Mypy(_Linter):
     """Type errors from mypy; notes are shown but don't count."""
 
     def __init__(
@@ -159,16 +183,10 @@ class Mypy:
         self.timeout = timeout
         self.name = name
 
-    async def verify(self, problem: Problem, candidate: str) -> Verdict:
-        code = extract_code(candidate)
-        if not code:
-            return Verdict(0.0, False, "the answer contains no code")
+    async def check(self, code: str) -> Verdict:
         # A shared cache keeps repeated runs fast (typeshed is analysed once).
         cache = os.path.join(tempfile.gettempdir(), f"ponder-mypy-cache-{os.getuid()}")
-        with tempfile.TemporaryDirectory(prefix="ponder-mypy-") as tmp:
-            path = os.path.join(tmp, "candidate.py")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(code)
+        with _candidate_file(code, "mypy") as (tmp, path):
             # mypy trusts its cache when size and mtime (in whole seconds) match: two
             # same-sized candidates written within a second would share a stale result. A
             # random mtime forces the content-hash check instead.
@@ -197,11 +215,7 @@ class Mypy:
         lines = [
             f"line {x['line']}: {x['message']}" + (f" [{x['code']}]" if x["code"] else "") for x in findings
         ]
-        feedback = (
-            "mypy: no type errors" if not lines else "mypy errors:\n" + "\n".join(lines[:_MAX_FINDINGS_SHOWN])
-        )
-        if len(lines) > _MAX_FINDINGS_SHOWN:
-            feedback += f"\n... and {len(lines) - _MAX_FINDINGS_SHOWN} more"
+        feedback = _feedback(lines, "mypy: no type errors", "mypy errors:")
         return Verdict(
             _score(len(findings), self.per_finding),
             not findings,
