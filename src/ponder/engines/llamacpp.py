@@ -413,21 +413,24 @@ class LlamaCppEngine:
         self.stats.decode_steps += 1
         self.stats.completion_tokens += len(self._seqs)
         self.stats.prompt_tokens_evaluated += n_batch - len(self._seqs)
-        spent: dict[int, tuple[Meter, int]] = {}
         for group in self._groups:
             if group.state == "prefill" and group.chunk:
                 group.evaluated += group.chunk
                 group.chunk = 0
                 if group.evaluated == len(group.context):
                     group.state = "ready"
-        for seq in list(self._seqs):
-            self._advance(seq)
+        # Charge before sampling: finishing a sequence can hand its job's results to the
+        # caller, who must then see every token of this step on the meter.
+        spent: dict[int, tuple[Meter, int]] = {}
+        for seq in self._seqs:
             meter = seq.group.job.meter
             if meter is not None:
                 _, k = spent.get(id(meter), (meter, 0))
                 spent[id(meter)] = (meter, k + 1)
         for meter, k in spent.values():
             meter.charge(completion_tokens=k, usd=self.price.cost(0, k))
+        for seq in list(self._seqs):
+            self._advance(seq)
         self._check_stops()
 
     # Admission ------------------------------------------------------------------------
