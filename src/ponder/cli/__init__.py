@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from ponder.cli import strategies as _strategies  # noqa: F401  (registers commands)
+from ponder.cli import bench as _bench  # noqa: F401  (registers commands)
+from ponder.cli import strategies as _strategies  # noqa: F401
 from ponder.cli import think as _think  # noqa: F401
 from ponder.cli import traces as _traces  # noqa: F401
 from ponder.cli import verify as _verify  # noqa: F401

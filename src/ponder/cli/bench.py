@@ -1,0 +1,226 @@
+"""`ponder bench`: strategies side by side on an offline dataset, with accuracy-versus-compute
+tables and a plot. Bad input fails with one line and exit 2 before any model is loaded."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from ponder.bench import (
+    COLUMNS,
+    BenchError,
+    BenchRun,
+    parse_strategies,
+    read_results,
+    run_bench,
+    summary,
+    table_rows,
+    write_outputs,
+)
+from ponder.budget import Budget, BudgetError
+from ponder.cli.app import app
+from ponder.cli.errors import fail, stderr
+from ponder.cli.think import engine_from_options
+from ponder.datasets import get_dataset
+from ponder.engines import ENGINES
+from ponder.engines.base import Engine
+from ponder.store import StoreError, TraceStore
+
+# Test-only hook: "module:callable" returning an engine, used instead of --engine (lets the
+# resume test drive the real CLI in a subprocess with a deterministic scripted engine).
+ENGINE_HOOK = "PONDER_BENCH_ENGINE"
+
+STRATEGIES_HELP = (
+    "Strategy specs to compare. Separate specs with ';' or ','; a comma-separated item that is not "
+    "a strategy name (key=value, or a flag of the previous strategy) continues the previous spec, so "
+    "'direct,beam-search:width=4,expand=2,self-consistency:n=8' is three strategies. Repeatable."
+)
+
+
+@app.command()
+def bench(
+    dataset: Annotated[
+        str, typer.Option(help="gsm8k, math500, aime24, aime25, humaneval or reasoning-gym:<task>.")
+    ],
+    strategies: Annotated[list[str], typer.Option("--strategies", "--strategy", "-s", help=STRATEGIES_HELP)],
+    out: Annotated[
+        Path, typer.Option(help="Directory for results.jsonl, summaries and the plot; rerun to resume.")
+    ],
+    size: Annotated[
+        int | None,
+        typer.Option(
+            help="Problems: the first SIZE of a fixed dataset (default: all), "
+            "or SIZE generated for reasoning-gym (default: 100)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for sampling and for reasoning-gym generators.")] = 0,
+    dataset_config: Annotated[
+        str | None, typer.Option(help="JSON config for reasoning-gym generators, e.g. '{\"min_digits\": 1}'.")
+    ] = None,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--budget", "-b", help="Per-problem limit: 30s, 4000tok, $0.02, 16 samples. Repeatable."
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(help="Problems thought about at once (the engine batches them).")
+    ] = 4,
+    max_tokens: Annotated[int, typer.Option(help="Cap on tokens per sample.")] = 512,
+    engine: Annotated[
+        str, typer.Option(help="llamacpp (embedded) or openai (any OpenAI-compatible server).")
+    ] = "llamacpp",
+    model: Annotated[str | None, typer.Option(help="Model name for the openai engine.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="Server URL for the openai engine.")] = None,
+    model_path: Annotated[
+        Path | None, typer.Option(help="GGUF file for the embedded engine (default: bundled SmolLM2-135M).")
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option(help="Trace database (default: $PONDER_HOME/traces.sqlite).")
+    ] = None,
+) -> None:
+    """Benchmark strategies on a dataset: accuracy, pass@k, tokens, seconds and dollars per strategy.
+
+    Every graded result is appended to OUT/results.jsonl at once; rerunning the same command
+    skips (problem, strategy, seed) rows already there, so an interrupted run resumes.
+    """
+    if size is not None and size < 1:
+        fail("--size must be at least 1")
+    if concurrency < 1:
+        fail("--concurrency must be at least 1")
+    if max_tokens < 1:
+        fail("--max-tokens must be at least 1")
+    hook = os.environ.get(ENGINE_HOOK)
+    if engine not in ENGINES and not hook:
+        fail(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    try:
+        config = _config(dataset_config)
+        chosen = parse_strategies(strategies)
+        limits = Budget.parse(*(budget or []))
+        source = get_dataset(dataset, config)
+        problems = source.load(size, seed)
+        run = BenchRun(
+            dataset=source,
+            problems=problems,
+            strategies=chosen,
+            out=out,
+            seed=seed,
+            budget=limits,
+            max_tokens=max_tokens,
+            concurrency=concurrency,
+            dataset_config=config,
+            engine_label=hook or _engine_label(engine, model, base_url, model_path),
+        )
+        run.prepare()
+        trace_store = TraceStore(store)
+    except (BenchError, BudgetError, StoreError, ValueError) as exc:
+        fail(str(exc))
+    except ImportError as exc:
+        fail(f"dataset {dataset!r} needs a package that is not installed: {exc}")
+    try:
+        eng = _hooked_engine(hook) if hook else engine_from_options(engine, model, base_url, model_path)
+    except (OSError, ValueError, RuntimeError) as exc:
+        fail(f"cannot start the {engine} engine: {exc}")
+    try:
+        rows, errors = asyncio.run(_run_with_progress(run, eng, trace_store))
+    finally:
+        asyncio.run(eng.aclose())
+    data = summary(run, rows)
+    write_outputs(run, data)
+    _print(data, run)
+    for error in errors[:10]:
+        stderr.print(f"[yellow]failed:[/] {error}", soft_wrap=True)
+    if errors:
+        fail(f"{len(errors)} of the runs failed; rerun the same command to retry them", code=1)
+
+
+def _config(text: str | None) -> dict[str, Any]:
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise BenchError(f"--dataset-config is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BenchError("--dataset-config must be a JSON object, e.g. '{\"min_digits\": 1}'")
+    return value
+
+
+def _engine_label(engine: str, model: str | None, base_url: str | None, model_path: Path | None) -> str:
+    """What a resumed run must share with the rows already written."""
+    if engine == "openai":
+        return f"openai:{model}@{base_url}"
+    return f"llamacpp:{model_path}" if model_path else "llamacpp"
+
+
+def _hooked_engine(hook: str) -> Engine:
+    module, _, attr = hook.partition(":")
+    factory = getattr(importlib.import_module(module), attr)
+    engine: Engine = factory()
+    return engine
+
+
+async def _run_with_progress(
+    run: BenchRun, engine: Engine, store: TraceStore
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    total = len(run.problems) * len(run.strategies)
+    already = total - len(run.pending(read_results(run.results_path)))
+    if already:
+        stderr.print(f"resuming: {already} of {total} results already in {run.results_path}")
+    score = {"done": 0, "correct": 0}
+    progress = Progress(
+        TextColumn("[bold]bench[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        disable=not stderr.is_terminal,
+    )
+    task = progress.add_task("bench", total=total, completed=already, status="")
+    step = max(1, (total - already) // 20)
+
+    def on_result(row: dict[str, Any]) -> None:
+        score["done"] += 1
+        score["correct"] += bool(row["correct"])
+        status = f"{score['correct']}/{score['done']} correct this session"
+        progress.update(task, advance=1, status=status)
+        if not stderr.is_terminal and (score["done"] % step == 0 or already + score["done"] == total):
+            stderr.print(f"bench: {already + score['done']}/{total} done · {status}")
+
+    with progress:
+        return await run_bench(run, engine, store, on_result)
+
+
+def _print(data: dict[str, Any], run: BenchRun) -> None:
+    """A rich table on a terminal; the markdown summary when piped (no squeezed columns)."""
+    out = Console(highlight=False)
+    if not out.is_terminal:
+        print((run.out / "summary.md").read_text(), end="")
+    else:
+        table = Table(title=f"{data['dataset']} · {data['size']} problems · seed {data['seed']}")
+        for title, _, _ in COLUMNS:
+            table.add_column(title, justify="left" if title == "strategy" else "right")
+        for row in table_rows(data):
+            table.add_row(*row)
+        out.print(table)
+    stderr.print(
+        f"[dim]results in {run.out}/ (results.jsonl, summary.md/json/csv, accuracy_vs_tokens.png)[/]"
+    )
