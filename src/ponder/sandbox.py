@@ -450,37 +450,37 @@ def _mount(libc: Any, source: str, target: str, fstype: str | None, flags: int, 
 
 
 def _setup_mounts(limits: dict[str, Any]) -> str:
-    """Fresh tmpfs over the writable shared dirs and the home; returns the work directory."""
-    ms_nosuid, ms_nodev, ms_bind, ms_move, ms_rec = 2, 4, 4096, 8192, 16384
+    """Fresh tmpfs over the writable shared dirs and the home; returns the work directory.
+
+    The interpreter and its packages may live under a masked dir (a venv in /tmp, pyenv in
+    the home): those are opened before masking and bound back afterwards, so the sandbox
+    sees the same Python, pytest included, wherever the project is installed."""
+    ms_nosuid, ms_nodev, ms_bind, ms_rec = 2, 4, 4096, 16384
     libc = _libc()
     tmpfs_opts = f"size={int(limits['tmpfs_mb'])}m,mode=1777"
     home = os.path.realpath(os.path.expanduser("~root" if os.geteuid() == 0 else "~"))
+    masked = ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]
+    if home not in ("/", "/tmp") and os.path.isdir(home):
+        masked.append(home)
+    masked = [d for d in masked if os.path.isdir(d) and not os.path.islink(d)]
+    wanted = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.abspath(__file__))}
+    wanted |= {p for p in sys.path if p and os.path.isdir(p)}
+    inside = sorted(
+        {os.path.realpath(p) for p in wanted if any(os.path.realpath(p).startswith(d + os.sep) for d in masked)}
+    )
     keep: list[str] = []
-    if home not in ("/", "/tmp") and os.path.isdir(home):
-        wanted = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.abspath(__file__))}
-        wanted |= {p for p in sys.path if p and os.path.isdir(p)}
-        inside = sorted({os.path.realpath(p) for p in wanted} - {home})
-        inside = [p for p in inside if p.startswith(home + os.sep)]
-        for p in inside:  # keep only the outermost ones
-            if not any(p.startswith(k + os.sep) for k in keep):
-                keep.append(p)
-    _mount(libc, "tmpfs", "/tmp", "tmpfs", ms_nosuid | ms_nodev, tmpfs_opts)
-    parked = []
-    for i, p in enumerate(keep):
-        spot = f"/tmp/.keep{i}"
-        os.mkdir(spot)
-        _mount(libc, p, spot, None, ms_bind | ms_rec, None)
-        parked.append((spot, p))
-    if home not in ("/", "/tmp") and os.path.isdir(home):
-        _mount(libc, "tmpfs", home, "tmpfs", ms_nosuid | ms_nodev, "size=1m,mode=755")
-        for spot, p in parked:
-            os.makedirs(p, exist_ok=True)
-            _mount(libc, spot, p, None, ms_move, None)
-            os.rmdir(spot)
-    for d in ("/var/tmp", "/dev/shm", "/run/lock"):
-        if os.path.isdir(d) and not os.path.islink(d):
-            with contextlib.suppress(OSError):
-                _mount(libc, "tmpfs", d, "tmpfs", ms_nosuid | ms_nodev, tmpfs_opts)
+    for p in inside:  # keep only the outermost ones
+        if not any(p.startswith(k + os.sep) for k in keep):
+            keep.append(p)
+    held = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in keep]
+    for d in masked:
+        size = "size=1m,mode=755" if d == home else tmpfs_opts
+        with contextlib.suppress(OSError):
+            _mount(libc, "tmpfs", d, "tmpfs", ms_nosuid | ms_nodev, size)
+    for p, fd in held:
+        os.makedirs(p, exist_ok=True)
+        _mount(libc, f"/proc/self/fd/{fd}", p, None, ms_bind | ms_rec, None)
+        os.close(fd)
     work = "/tmp/sandbox"
     os.mkdir(work, 0o755)
     return work
