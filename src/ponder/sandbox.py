@@ -465,9 +465,8 @@ def _setup_mounts(limits: dict[str, Any]) -> str:
     masked = [d for d in masked if os.path.isdir(d) and not os.path.islink(d)]
     wanted = {sys.base_prefix, sys.prefix, os.path.dirname(os.path.abspath(__file__))}
     wanted |= {p for p in sys.path if p and os.path.isdir(p)}
-    inside = sorted(
-        {os.path.realpath(p) for p in wanted if any(os.path.realpath(p).startswith(d + os.sep) for d in masked)}
-    )
+    real = {os.path.realpath(p) for p in wanted}
+    inside = sorted(p for p in real if any(p.startswith(d + os.sep) for d in masked))
     keep: list[str] = []
     for p in inside:  # keep only the outermost ones
         if not any(p.startswith(k + os.sep) for k in keep):
