@@ -173,4 +173,4 @@ def test_traces_show_survives_model_text_that_looks_like_markup(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert "x [/] y [red" in result.stdout
     listed = ponder("traces", "list", home=tmp_path)
-    assert listed.returncode == 0 and trace.id[:12] in listed.stdout
+    assert listed.returncode == 0 and trace.id[:8] in listed.stdout

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -45,22 +46,21 @@ def list_traces(
     if as_json:
         print(json.dumps([{k: v for k, v in r.to_dict().items() if k != "nodes"} for r in records]))
         return
-    table = Table()
-    for column in ("id", "when", "strategy", "status", "answer", "stopped by", "tokens"):
-        table.add_column(column, no_wrap=True, overflow="ellipsis")
-    table.add_column("question", overflow="fold", min_width=24)
+    console = Console()
+    wide = console.width >= 110  # on a narrow terminal the question matters more than the time
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = [("id", 8), ("when", 11), ("strategy", 16), ("answer", 12), ("tokens", 6), ("stop", 7)]
+    for column, width in columns if wide else [c for c in columns if c[0] not in ("when", "tokens")]:
+        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=width)
+    table.add_column("question", overflow="fold", min_width=20)
     for r in records:
-        table.add_row(
-            r.id[:12],
-            datetime.fromtimestamp(r.created_at).strftime("%m-%d %H:%M"),
-            r.strategy,
-            r.status,
-            _short(r.answer or "", 24),
-            r.stopped_by or "",
-            str((r.usage or {}).get("completion_tokens", "")),
-            _short(r.question, 48),
-        )
-    Console().print(table)
+        when = datetime.fromtimestamp(r.created_at).strftime("%m-%d %H:%M")
+        tokens = str((r.usage or {}).get("completion_tokens", ""))
+        stop = r.stopped_by or ("" if r.status == "done" else r.status)
+        answer, question = _short(r.answer or "", 16), _short(r.question, 80)
+        row = [r.id[:8], when, escape(r.strategy), answer, tokens, stop, question]
+        table.add_row(*(row if wide else [row[0], row[2], row[3], row[5], row[6]]))
+    console.print(table)
 
 
 @traces_app.command("show")
