@@ -121,20 +121,16 @@ class Context:
         )
         return Candidate(completion.text, answer, completion, node)
 
-    async def verify(
-        self, problem: Problem, candidate: Candidate, verifier: Verifier | None = None
-    ) -> Verdict | None:
-        """Run the verifier and record its verdict under the candidate's node."""
-        verifier = verifier or self.verifier
-        if verifier is None:
-            return None
-        verdict = await verifier.verify(problem, candidate.text)
-        self.note(
+    async def verify(self, problem: Problem, text: str, node: str, verifier: Verifier) -> tuple[Verdict, str]:
+        """Run the verifier on `text` and record its verdict under `node`; returns the
+        verdict and its own node (a revision hangs from it)."""
+        verdict = await verifier.verify(problem, text)
+        verdict_node = self.note(
             "verdict",
             verdict.feedback,
-            parent=candidate.node,
+            parent=node,
             score=verdict.score,
             passed=verdict.passed,
             verifier=verifier.name,
         )
-        return verdict
+        return verdict, verdict_node

@@ -59,15 +59,7 @@ class BestOfN(Strategy):
         )
         if verifier is not None:
             for cand in pool:
-                verdict = await verifier.verify(problem, cand.text)
-                ctx.note(
-                    "verdict",
-                    verdict.feedback,
-                    parent=cand.node,
-                    score=verdict.score,
-                    passed=verdict.passed,
-                    verifier=verifier.name,
-                )
+                verdict, _ = await ctx.verify(problem, cand.text, cand.node, verifier)
                 cand.score = verdict.score
                 if ctx.meter.exhausted():
                     break  # unscored candidates keep score None and lose to scored ones

@@ -83,16 +83,7 @@ class Refine(Strategy):
         """The verifier's verdict on a draft, or the model's critique of it; returns the node
         the next revision hangs from."""
         if verifier is not None:
-            verdict = await verifier.verify(problem, draft.text)
-            node = ctx.note(
-                "verdict",
-                verdict.feedback,
-                parent=draft.node,
-                score=verdict.score,
-                passed=verdict.passed,
-                verifier=verifier.name,
-            )
-            return verdict, node
+            return await ctx.verify(problem, draft.text, draft.node, verifier)
         if ctx.meter.exhausted():
             return None, draft.node
         request = _follow_up(
