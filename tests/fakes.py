@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Callable, Sequence
 
 from ponder.budget import Meter
-from ponder.engines.base import Completion, GenerationRequest, Price, TokenLogprob
+from ponder.engines.base import Completion, GenerationRequest, OnCompletion, Price, TokenLogprob
 
 Script = Callable[[GenerationRequest, int], str] | Sequence[str]
 
@@ -31,10 +31,13 @@ class ScriptedEngine:
         self._count = 0
 
     async def generate(
-        self, requests: Sequence[GenerationRequest], meter: Meter | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        meter: Meter | None = None,
+        on_completion: OnCompletion | None = None,
     ) -> list[list[Completion]]:
         out: list[list[Completion]] = []
-        for req in requests:
+        for r, req in enumerate(requests):
             self.calls.append(req)
             prompt_tokens = sum(len(m["content"].split()) for m in req.messages or []) + len(
                 (req.prompt or "").split()
@@ -54,15 +57,16 @@ class ScriptedEngine:
                 if meter is not None:
                     meter.charge(completion_tokens=tokens, usd=self.price.cost(0, tokens))
                 logprobs = [TokenLogprob(w, self.logprob) for w in words] if req.logprobs else None
-                group.append(
-                    Completion(
-                        " ".join(words) if finish == "length" else text,
-                        finish,
-                        prompt_tokens,
-                        tokens,
-                        logprobs=logprobs,
-                    )
+                completion = Completion(
+                    " ".join(words) if finish == "length" else text,
+                    finish,
+                    prompt_tokens,
+                    tokens,
+                    logprobs=logprobs,
                 )
+                if on_completion is not None:
+                    on_completion(r, len(group), completion)
+                group.append(completion)
             out.append(group)
         return out
 

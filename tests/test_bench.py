@@ -23,7 +23,7 @@ from fakes import ScriptedEngine
 from ponder.bench import BenchRun, parse_strategies, read_results, run_bench, split_strategies, summary
 from ponder.budget import Meter
 from ponder.datasets import get_dataset
-from ponder.engines.base import Completion, GenerationRequest
+from ponder.engines.base import Completion, GenerationRequest, OnCompletion
 
 TESTS = Path(__file__).parent
 HOOK = "test_bench:make_engine"
@@ -58,7 +58,10 @@ class ArithmeticEngine(ScriptedEngine):
         return f"Let me compute. Answer: {int(value) + (1 if wrong else 0)}"
 
     async def generate(
-        self, requests: Sequence[GenerationRequest], meter: Meter | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        meter: Meter | None = None,
+        on_completion: OnCompletion | None = None,
     ) -> list[list[Completion]]:
         if self.delay:
             await asyncio.sleep(self.delay)
@@ -67,7 +70,7 @@ class ArithmeticEngine(ScriptedEngine):
                 for request in requests:
                     fh.write(f"{zlib.crc32(str(request.messages).encode())} {request.n}\n")
         self._index.clear()  # the base generate never awaits, so one call's requests are atomic
-        return await super().generate(requests, meter)
+        return await super().generate(requests, meter, on_completion)
 
 
 def make_engine() -> ArithmeticEngine:

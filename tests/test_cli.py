@@ -3,6 +3,7 @@ SQLite file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -174,3 +175,40 @@ def test_traces_show_survives_model_text_that_looks_like_markup(tmp_path: Path) 
     assert "x [/] y [red" in result.stdout
     listed = ponder("traces", "list", home=tmp_path)
     assert listed.returncode == 0 and trace.id[:8] in listed.stdout
+
+
+@pytest.mark.model
+def test_sigkill_mid_batch_keeps_the_samples_already_thought(tmp_path: Path) -> None:
+    """Samples are written as each one finishes, not when the batch ends."""
+    import signal
+    import sqlite3
+
+    env = {**os.environ, "PONDER_HOME": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ponder", "think", "Explain why the sky is blue, then say what 6 * 7 is.",
+         "--samples", "16", "--max-tokens", "400", "--json"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    db = tmp_path / "traces.sqlite"
+    seen = 0
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if db.exists():
+                with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(db)) as con:
+                    seen = con.execute("SELECT COUNT(*) FROM nodes WHERE kind = 'sample'").fetchone()[0]
+            if seen >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the think finished before two samples were seen: nothing to kill"
+        assert seen >= 2, "no sample was persisted while the batch was still running"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        status = con.execute("SELECT status FROM traces").fetchall()
+        samples = con.execute("SELECT text, completion_tokens FROM nodes WHERE kind = 'sample'").fetchall()
+    assert status == [("running",)]  # killed: never finished
+    assert 2 <= len(samples) < 16
+    assert all(text and tokens > 0 for text, tokens in samples)

@@ -66,6 +66,20 @@ async def test_n_samples_with_exact_token_counts(engine: LlamaCppEngine) -> None
             assert abs(len(engine.tokenize(c.text, special=False)) - c.completion_tokens) <= 2
 
 
+async def test_each_sample_is_reported_as_it_finishes(engine: LlamaCppEngine) -> None:
+    heard: list[tuple[int, int, int]] = []
+    requests = [
+        ask(n=2, max_tokens=8, temperature=0.8, seed=3),
+        ask(n=3, max_tokens=4, temperature=0.8, seed=4),
+    ]
+    out = await engine.generate(
+        requests, on_completion=lambda r, i, c: heard.append((r, i, c.completion_tokens))
+    )
+    # every sample is heard of before generate returns, with the caller's indices
+    assert sorted((r, i) for r, i, _ in heard) == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
+    assert all(out[r][i].completion_tokens == tokens for r, i, tokens in heard)
+
+
 async def test_greedy_is_deterministic(engine: LlamaCppEngine) -> None:
     first = await engine.generate([ask(max_tokens=16)])
     second = await engine.generate([ask(max_tokens=16)])

@@ -190,9 +190,11 @@ async def test_one_choice_for_n4_fans_out_and_remembers(scripted: Any) -> None:
         assert engine.n_supported is False
 
         srv.requests.clear()
-        [row] = await engine.generate([req])
+        heard: list[tuple[int, int, str]] = []
+        [row] = await engine.generate([req], on_completion=lambda r, i, c: heard.append((r, i, c.text)))
         assert len(row) == 4 and len(srv.posts()) == 4
         assert all("n" not in r.json() for r in srv.posts())
+        assert sorted(heard) == [(0, i, c.text) for i, c in enumerate(row)]  # each sample as it came back
 
 
 async def test_n_rejected_with_400_fans_out(scripted: Any) -> None:

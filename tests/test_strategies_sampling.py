@@ -14,7 +14,15 @@ import pytest
 from fakes import ScriptedEngine
 from ponder import Budget, athink
 from ponder.budget import Meter
-from ponder.engines.base import Completion, Engine, FinishReason, GenerationRequest, Price, TokenLogprob
+from ponder.engines.base import (
+    Completion,
+    Engine,
+    FinishReason,
+    GenerationRequest,
+    OnCompletion,
+    Price,
+    TokenLogprob,
+)
 from ponder.extract import extract_answer
 from ponder.problem import Problem
 from ponder.store import NodeRecord
@@ -102,9 +110,12 @@ class LogprobEngine(ScriptedEngine):
     """Token logprob depends on the text: "sure" samples are confident."""
 
     async def generate(
-        self, requests: Sequence[GenerationRequest], meter: Meter | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        meter: Meter | None = None,
+        on_completion: OnCompletion | None = None,
     ) -> list[list[Completion]]:
-        out = await super().generate(requests, meter)
+        out = await super().generate(requests, meter, on_completion)
         for group in out:
             for c in group:
                 lp = -0.05 if "sure" in c.text else -2.0
@@ -288,7 +299,10 @@ class ConfidenceEngine:
         self.started = 0
 
     async def generate(
-        self, requests: Sequence[GenerationRequest], meter: Meter | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        meter: Meter | None = None,
+        on_completion: OnCompletion | None = None,
     ) -> list[list[Completion]]:
         out = []
         for req in requests:
@@ -378,8 +392,8 @@ async def test_deepconf_online_stops_sampling_at_consensus() -> None:
 
 async def test_deepconf_without_logprobs_falls_back_to_majority() -> None:
     class NoLogprobs(ScriptedEngine):
-        async def generate(self, requests, meter=None):  # type: ignore[no-untyped-def]
-            out = await super().generate(requests, meter)
+        async def generate(self, requests, meter=None, on_completion=None):  # type: ignore[no-untyped-def]
+            out = await super().generate(requests, meter, on_completion)
             for group in out:
                 for c in group:
                     c.logprobs = None

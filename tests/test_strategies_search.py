@@ -15,7 +15,7 @@ import pytest
 from fakes import Script, ScriptedEngine
 from ponder import Budget, athink
 from ponder.budget import Meter
-from ponder.engines.base import Completion, Engine, GenerationRequest, TokenLogprob
+from ponder.engines.base import Completion, Engine, GenerationRequest, OnCompletion, TokenLogprob
 from ponder.problem import Problem
 from ponder.store import NodeRecord, TraceStore
 from ponder.strategies import Strategy, parse_strategy
@@ -35,10 +35,13 @@ class CountingEngine(ScriptedEngine):
         self.batches: list[list[GenerationRequest]] = []
 
     async def generate(
-        self, requests: Sequence[GenerationRequest], meter: Meter | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        meter: Meter | None = None,
+        on_completion: OnCompletion | None = None,
     ) -> list[list[Completion]]:
         self.batches.append(list(requests))
-        return await super().generate(requests, meter)
+        return await super().generate(requests, meter, on_completion)
 
 
 class QualityVerifier:

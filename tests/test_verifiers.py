@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ponder.budget import Meter
-from ponder.engines.base import Completion, GenerationRequest, Price, TokenLogprob
+from ponder.engines.base import Completion, GenerationRequest, OnCompletion, Price, TokenLogprob
 from ponder.problem import Problem
 from ponder.verifiers import (
     AllOf,
@@ -260,7 +260,10 @@ class FakeEngine:
         self.requests: list[GenerationRequest] = []
 
     async def generate(
-        self, requests: Sequence[GenerationRequest], meter: Meter | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        meter: Meter | None = None,
+        on_completion: OnCompletion | None = None,
     ) -> list[list[Completion]]:
         self.requests.extend(requests)
         out = []

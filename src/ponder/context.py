@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ponder.budget import Meter
-from ponder.engines.base import Completion, Engine, GenerationRequest
+from ponder.engines.base import Completion, Engine, GenerationRequest, OnCompletion
 from ponder.extract import extract_answer
 from ponder.problem import Problem
 from ponder.prompts import solve_messages, solve_prompt
@@ -67,21 +67,34 @@ class Context:
             return GenerationRequest(prompt=solve_prompt(problem), **params)
         return GenerationRequest(messages=solve_messages(problem), **params)
 
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+    async def generate(
+        self, requests: Sequence[GenerationRequest], on_completion: OnCompletion | None = None
+    ) -> list[list[Completion]]:
         """Generate through the engine, clamped to the samples budget; the engine charges
-        tokens, this charges samples."""
+        tokens, this charges samples. `on_completion` gets the caller's request indices."""
         left = self.meter.samples_left()
         clamped: list[GenerationRequest] = []
-        for req in requests:
+        index: list[int] = []  # clamped request -> caller's request
+        for i, req in enumerate(requests):
             n = int(min(req.n, left)) if not math.isinf(left) else req.n
             left -= n
             if n >= 1:
                 clamped.append(replace(req, n=n))
+                index.append(i)
+        results: list[list[Completion]] = [[] for _ in requests]
         if not clamped or self.meter.exhausted():
-            return [[] for _ in requests]
-        results = await self.engine.generate(clamped, meter=self.meter)
-        self.meter.charge(samples=sum(len(r) for r in results))
-        results = results + [[] for _ in range(len(requests) - len(results))]
+            return results
+        relay = None
+        if on_completion is not None:
+            callback = on_completion
+
+            def relay(request: int, sample: int, completion: Completion) -> None:
+                callback(index[request], sample, completion)
+
+        produced = await self.engine.generate(clamped, meter=self.meter, on_completion=relay)
+        self.meter.charge(samples=sum(len(r) for r in produced))
+        for i, row in zip(index, produced, strict=False):
+            results[i] = row
         return results
 
     async def sample(
@@ -93,10 +106,19 @@ class Context:
         parent: str | None = None,
         **params: Any,
     ) -> list[Candidate]:
-        """n solve samples, each recorded as a node with its extracted answer."""
+        """n solve samples, each recorded as a node (with its extracted answer) the moment
+        it finishes, so a crash mid-batch keeps the samples already thought."""
         params.setdefault("seed", self.seed)
-        (completions,) = await self.generate([self.request(problem, n=n, **params)])
-        return [self.record(problem, c, kind=kind, parent=parent, index=i) for i, c in enumerate(completions)]
+        recorded: dict[int, Candidate] = {}
+
+        def record_now(_: int, i: int, completion: Completion) -> None:
+            recorded[i] = self.record(problem, completion, kind=kind, parent=parent, index=i)
+
+        (completions,) = await self.generate([self.request(problem, n=n, **params)], on_completion=record_now)
+        return [
+            recorded.get(i) or self.record(problem, c, kind=kind, parent=parent, index=i)
+            for i, c in enumerate(completions)
+        ]
 
     def record(
         self,

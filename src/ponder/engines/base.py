@@ -7,7 +7,7 @@ is enforced *while* generating, not after.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -71,6 +71,11 @@ class Completion:
     error: str | None = None
 
 
+OnCompletion = Callable[[int, int, "Completion"], None]
+"""Called on the caller's event loop as each sample finishes: (request index, sample index,
+completion). Lets the trace record a thought the moment it exists, not when the batch ends."""
+
+
 @dataclass(frozen=True)
 class Price:
     """Dollars per million tokens; 0 for a local model."""
@@ -91,14 +96,18 @@ class Engine(Protocol):
     `generate` returns, for each request, its `n` completions in order. When `meter` is
     given the engine charges it (prompt tokens once per request, completion tokens as
     they are produced) and stops generating when `meter.exhausted()` says a limit is hit,
-    returning what it has with finish_reason "budget".
+    returning what it has with finish_reason "budget". `on_completion`, when given, hears
+    of each finished sample before `generate` returns.
     """
 
     model: str
     price: Price
 
     async def generate(
-        self, requests: Sequence[GenerationRequest], meter: Meter | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        meter: Meter | None = None,
+        on_completion: OnCompletion | None = None,
     ) -> list[list[Completion]]: ...
 
     async def aclose(self) -> None: ...

@@ -33,7 +33,15 @@ from typing import TYPE_CHECKING, Any
 import llama_cpp
 import numpy as np
 
-from ponder.engines.base import Completion, FinishReason, GenerationRequest, Message, Price, TokenLogprob
+from ponder.engines.base import (
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    Message,
+    OnCompletion,
+    Price,
+    TokenLogprob,
+)
 from ponder.engines.models import bundled_model_path, model_name
 
 if TYPE_CHECKING:
@@ -53,8 +61,15 @@ _PREFILL_CHUNK_BUSY = 128
 class _Job:
     """One `generate` call: its requests, its meter and where to deliver the result."""
 
-    def __init__(self, n_groups: int, meter: Meter | None, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        n_groups: int,
+        meter: Meter | None,
+        loop: asyncio.AbstractEventLoop,
+        on_completion: OnCompletion | None = None,
+    ) -> None:
         self.meter = meter
+        self.on_completion = on_completion
         self.loop = loop
         self.future: asyncio.Future[list[list[Completion]]] = loop.create_future()
         self.results: list[list[Completion]] = [[] for _ in range(n_groups)]
@@ -218,7 +233,10 @@ class LlamaCppEngine:
     # ---- public API ---------------------------------------------------------------
 
     async def generate(
-        self, requests: Sequence[GenerationRequest], meter: Meter | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        meter: Meter | None = None,
+        on_completion: OnCompletion | None = None,
     ) -> list[list[Completion]]:
         """Completions for each request, n per request, in order."""
         if self._closing:
@@ -226,7 +244,7 @@ class LlamaCppEngine:
         if not requests:
             return []
         loop = asyncio.get_running_loop()
-        job = _Job(len(requests), meter, loop)
+        job = _Job(len(requests), meter, loop, on_completion)
         groups: list[_Group] = []
         for i, request in enumerate(requests):
             try:
@@ -653,7 +671,7 @@ class LlamaCppEngine:
         self._release_id(seq.seq_id)
         self._reserved -= group.max_tokens + 1
         group.live -= 1
-        group.completions[seq.index] = Completion(
+        completion = Completion(
             text=seq.text,
             finish_reason=reason,
             prompt_tokens=len(group.tokens),
@@ -662,6 +680,11 @@ class LlamaCppEngine:
             logprobs=seq.logprobs,
             error=error,
         )
+        group.completions[seq.index] = completion
+        job = group.job
+        if job.on_completion is not None and not job.cancelled:
+            # queued before the job's result, so the caller hears of it first
+            job.loop.call_soon_threadsafe(job.on_completion, group.index, seq.index, completion)
         self._maybe_done(group)
 
     def _maybe_done(self, group: _Group) -> None:

@@ -33,17 +33,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import json
 import math
 import os
 import random
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ponder.engines.base import Completion, FinishReason, GenerationRequest, Price, TokenLogprob
+from ponder.engines.base import Completion, FinishReason, GenerationRequest, OnCompletion, Price, TokenLogprob
 
 if TYPE_CHECKING:
     from ponder.budget import Meter
@@ -386,16 +387,27 @@ class OpenAIEngine:
     # -- generate ----------------------------------------------------------------------
 
     async def generate(
-        self, requests: Sequence[GenerationRequest], meter: Meter | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        meter: Meter | None = None,
+        on_completion: OnCompletion | None = None,
     ) -> list[list[Completion]]:
         if not requests:
             return []
         slots: list[list[Completion | None]] = [[None] * r.n for r in requests]
         spend = _Spend(meter, sum(r.n for r in requests))
 
+        def put(request: int, sample: int, completion: Completion) -> None:
+            slots[request][sample] = completion
+            if on_completion is not None:
+                on_completion(request, sample, completion)
+
         async def run() -> None:
             await self.ensure_model()
-            await _all(self._run_request(r, slots[i], spend) for i, r in enumerate(requests))
+            await _all(
+                self._run_request(r, slots[i], functools.partial(put, i), spend)
+                for i, r in enumerate(requests)
+            )
 
         task = asyncio.create_task(run())
         try:
@@ -419,7 +431,11 @@ class OpenAIEngine:
         return out
 
     async def _run_request(
-        self, req: GenerationRequest, slots: list[Completion | None], spend: _Spend
+        self,
+        req: GenerationRequest,
+        slots: list[Completion | None],
+        put: Callable[[int, Completion], None],
+        spend: _Spend,
     ) -> None:
         """Fill `slots` with `req.n` completions: one request asking for `n`, then single
         requests for whatever the server did not give."""
@@ -437,14 +453,14 @@ class OpenAIEngine:
             if got is None:
                 return  # budget used up: the slots stay unfinished
             for i, c in enumerate(got[: req.n]):
-                slots[i] = c
+                put(i, c)
             start = len(got)
             if start >= req.n:
                 self.n_supported = True
                 return
             spend.waiting += req.n - start  # the missing samples go out as single requests
         await _all(
-            self._single(req, slots, i, None if req.seed is None else req.seed + i, spend)
+            self._single(req, slots, put, i, None if req.seed is None else req.seed + i, spend)
             for i in range(start, req.n)
         )
         if req.n > 1:
@@ -454,6 +470,7 @@ class OpenAIEngine:
         self,
         req: GenerationRequest,
         slots: list[Completion | None],
+        put: Callable[[int, Completion], None],
         i: int,
         seed: int | None,
         spend: _Spend,
@@ -461,7 +478,7 @@ class OpenAIEngine:
         try:
             got = await self._call(req, 1, seed, spend)
             if got:
-                slots[i] = got[0]
+                put(i, got[0])
         except EngineError as exc:
             if not exc.transient:
                 raise
