@@ -370,6 +370,11 @@ async def _run(code: str, tests: str, limits: Limits, files: dict[str, str]) -> 
         transport.close()
         # Also on cancellation (a caller's deadline): nothing of the run may outlive it.
         _kill_group(proc.pid)
+        # Close the subprocess transport while its loop runs: left to the garbage
+        # collector it would try to close its pipes on a loop that may be gone.
+        subprocess_transport = getattr(proc, "_transport", None)
+        if subprocess_transport is not None:
+            subprocess_transport.close()
         if uid is not None and mode == "process":
             _kill_uid(uid)
         shutil.rmtree(workdir, ignore_errors=True)
