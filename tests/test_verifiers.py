@@ -457,3 +457,19 @@ def test_cli_verify_bad_input_exits_2_with_one_line(files: Path, args: list[str]
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "error" in r.stderr.lower()
+
+
+async def test_humaneval_preamble_supplies_the_prompts_imports() -> None:
+    """A model that rewrites the whole function often drops the prompt's `from typing
+    import List`; the problem's preamble keeps that from failing a correct answer."""
+    from ponder.datasets.humaneval import load_humaneval
+    from ponder.verifiers import UnitTests
+
+    problem = next(p for p in load_humaneval() if p.id == "HumanEval/0")
+    answer = (
+        "```python\ndef has_close_elements(numbers: List[float], threshold: float) -> bool:\n"
+        "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n```"
+    )
+    assert (await UnitTests().verify(problem, answer)).passed
+    wrong = answer.replace("< threshold", "> threshold")
+    assert not (await UnitTests().verify(problem, wrong)).passed

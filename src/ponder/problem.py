@@ -14,7 +14,9 @@ class Problem:
 
     `format` drives extraction (auto-detect, a number, a choice letter, free text, a
     LaTeX math expression, or code with an `entry_point`); `gold` and `tests` are optional ground truth
-    that verifiers and benchmarks use, never shown to the model.
+    that verifiers and benchmarks use, never shown to the model. `preamble` is code the
+    candidate's code is tested after (a prompt's imports and helpers, which models that
+    rewrite the whole function tend to drop).
     """
 
     question: str
@@ -22,6 +24,7 @@ class Problem:
     gold: str | None = None
     tests: str | None = None
     entry_point: str | None = None
+    preamble: str | None = None
     choices: list[str] | None = None
     id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)

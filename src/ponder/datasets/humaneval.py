@@ -32,6 +32,7 @@ def load_humaneval(path: str | None = None) -> list[Problem]:
                 format="code",
                 tests=humaneval_tests(task["test"], task["entry_point"]),
                 entry_point=task["entry_point"],
+                preamble=task["prompt"],  # its imports and helpers; a bare stub is valid Python
                 id=task_id,
                 meta={
                     "canonical_solution": task["prompt"] + task["canonical_solution"],

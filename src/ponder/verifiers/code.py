@@ -29,6 +29,8 @@ class UnitTests:
         code = extract_code(candidate)
         if not code:
             return Verdict(0.0, False, "the answer contains no code", {"error": "no code"})
+        if problem.preamble:  # the candidate's definitions come last, so they win
+            code = f"{problem.preamble.rstrip()}\n\n\n{code}"
         result = await run_in_sandbox(code, tests, self.limits)
         return verdict_from_result(result)
 
