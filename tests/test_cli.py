@@ -212,3 +212,25 @@ def test_sigkill_mid_batch_keeps_the_samples_already_thought(tmp_path: Path) -> 
     assert status == [("running",)]  # killed: never finished
     assert 2 <= len(samples) < 16
     assert all(text and tokens > 0 for text, tokens in samples)
+
+
+def test_unreachable_server_is_one_line_and_the_trace_says_error(tmp_path: Path) -> None:
+    from servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    result = ponder("think", "2+2?", "-n", "2", "--engine", "openai", "--base-url", url, "--model", "m",
+                    "--json", home=tmp_path, timeout=120)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "the openai engine failed" in result.stderr and "Traceback" not in result.stderr
+    traces = json.loads(ponder("traces", "list", "--json", home=tmp_path).stdout)
+    assert [t["status"] for t in traces] == ["error"]
+
+
+def test_bench_against_an_unreachable_server_reports_and_exits_1(tmp_path: Path) -> None:
+    from servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    args = ["--engine", "openai", "--base-url", url, "--model", "m", "--out", str(tmp_path / "out")]
+    result = ponder("bench", "--dataset", "gsm8k", "--size", "1", "-s", "direct", *args, home=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "runs failed" in result.stderr and "Traceback" not in result.stderr

@@ -15,7 +15,7 @@ from ponder.budget import Budget, BudgetError, Meter
 from ponder.cli.app import app
 from ponder.cli.errors import fail, stderr
 from ponder.engines import ENGINES, create_engine
-from ponder.engines.base import Engine
+from ponder.engines.base import Engine, EngineError
 from ponder.problem import Problem
 from ponder.store import StoreError, TraceStore
 from ponder.strategies import StrategyError, parse_strategy
@@ -106,6 +106,8 @@ def think(
         )
     except StoreError as exc:
         fail(str(exc))
+    except EngineError as exc:  # the model could not be reached: what was thought is in the trace
+        fail(f"the {engine} engine failed: {exc}", code=1)
     _print(result, as_json, show_response)
 
 

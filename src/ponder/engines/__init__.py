@@ -5,9 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ponder.engines.base import Completion, Engine, GenerationRequest, Price, TokenLogprob
+from ponder.engines.base import Completion, Engine, EngineError, GenerationRequest, Price, TokenLogprob
 
-__all__ = ["ENGINES", "Completion", "Engine", "GenerationRequest", "Price", "TokenLogprob", "create_engine"]
+__all__ = [
+    "ENGINES",
+    "Completion",
+    "Engine",
+    "EngineError",
+    "GenerationRequest",
+    "Price",
+    "TokenLogprob",
+    "create_engine",
+]
 
 ENGINES = ("llamacpp", "openai")
 

@@ -18,6 +18,19 @@ Message = dict[str, str]
 FinishReason = Literal["stop", "length", "budget", "error"]
 
 
+class EngineError(RuntimeError):
+    """A model call that failed in a way the caller should see as a message, not a traceback.
+
+    `transient` is True when retries were exhausted on errors that might pass (timeouts,
+    5xx, dropped connections); False for errors that will not (bad key, bad request).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, transient: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """One prompt to sample `n` continuations of.

@@ -44,7 +44,15 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from ponder.engines.base import Completion, FinishReason, GenerationRequest, OnCompletion, Price, TokenLogprob
+from ponder.engines.base import (
+    Completion,
+    EngineError,
+    FinishReason,
+    GenerationRequest,
+    OnCompletion,
+    Price,
+    TokenLogprob,
+)
 
 if TYPE_CHECKING:
     from ponder.budget import Meter
@@ -55,19 +63,6 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CHARS_PER_TOKEN = 4.0
 MAX_RETRY_AFTER = 120.0
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
-
-
-class EngineError(RuntimeError):
-    """A model call that failed in a way the caller should see as a message, not a traceback.
-
-    `transient` is True when retries were exhausted on errors that might pass (timeouts,
-    5xx, dropped connections); False for errors that will not (bad key, bad request).
-    """
-
-    def __init__(self, message: str, *, status: int | None = None, transient: bool = False) -> None:
-        super().__init__(message)
-        self.status = status
-        self.transient = transient
 
 
 class _Retryable(Exception):
