@@ -34,6 +34,7 @@ def ponder(*args: str, home: Path, timeout: float = 300) -> subprocess.Completed
         (["think", "2+2?", "--strategy", "telepathy"], "unknown strategy"),
         (["think", "2+2?", "--strategy", "self-consistency:n=0"], "n must be"),
         (["think", "2+2?", "--engine", "quantum"], "unknown engine"),
+        (["think", "2+2?", "--format", "weird"], "unknown answer format"),
         (["think", "2+2?", "--store", "/proc/no/such/dir/t.sqlite"], "cannot open trace store"),
         (["think", "2+2?", "--strategy", "direct", "--samples", "4"], "takes no --samples"),
         (["traces", "show", "nope", "--store", "/nonexistent.sqlite"], "no trace store"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,3 +33,6 @@ class Problem:
     def __post_init__(self) -> None:
         if not self.question or not self.question.strip():
             raise ValueError("the question is empty")
+        formats = typing.get_args(AnswerFormat)
+        if self.format not in formats:
+            raise ValueError(f"unknown answer format {self.format!r}: choose one of {', '.join(formats)}")
