@@ -62,6 +62,3 @@ class Trace:
         for listener in self.listeners:
             listener(node)
         return node.id
-
-    def of_kind(self, kind: NodeKind) -> list[NodeRecord]:
-        return [n for n in self.nodes if n.kind == kind]

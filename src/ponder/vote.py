@@ -22,12 +22,6 @@ class Tally:
         return next(a for a, w in self.totals.items() if w == best)
 
     @property
-    def margin(self) -> float:
-        """Lead of the winner over the runner-up."""
-        ranked = [*sorted(self.totals.values(), reverse=True), 0.0, 0.0]
-        return ranked[0] - ranked[1]
-
-    @property
     def total(self) -> float:
         return sum(self.totals.values())
 

@@ -36,7 +36,7 @@ from ponder.bench import (
 from ponder.budget import Budget, BudgetError
 from ponder.cli.app import app
 from ponder.cli.errors import fail, stderr
-from ponder.cli.think import engine_from_options
+from ponder.cli.think import closing, engine_from_options
 from ponder.datasets import get_dataset
 from ponder.engines import ENGINES
 from ponder.engines.base import Engine
@@ -137,7 +137,7 @@ def bench(
         eng = _hooked_engine(hook) if hook else engine_from_options(engine, model, base_url, model_path)
     except (OSError, ValueError, RuntimeError) as exc:
         fail(f"cannot start the {engine} engine: {exc}")
-    rows, errors = asyncio.run(_run_and_close(run, eng, trace_store))
+    rows, errors = asyncio.run(closing(eng, _run_with_progress(run, eng, trace_store)))
     data = summary(run, rows)
     write_outputs(run, data)
     _print(data, run)
@@ -145,16 +145,6 @@ def bench(
         stderr.print(f"[yellow]failed:[/] {error}", soft_wrap=True)
     if errors:
         fail(f"{len(errors)} of the runs failed; rerun the same command to retry them", code=1)
-
-
-async def _run_and_close(
-    run: BenchRun, engine: Engine, store: TraceStore
-) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    """One event loop for the run and the engine's close (HTTP clients belong to their loop)."""
-    try:
-        return await _run_with_progress(run, engine, store)
-    finally:
-        await engine.aclose()
 
 
 def _config(text: str | None) -> dict[str, Any]:

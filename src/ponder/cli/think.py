@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,6 +22,8 @@ from ponder.store import StoreError, TraceStore
 from ponder.strategies import StrategyError, parse_strategy
 from ponder.think import Answer, athink
 from ponder.verifiers import AllOf, Verifier, parse_verifier_spec
+
+T = TypeVar("T")
 
 
 def engine_from_options(
@@ -101,9 +104,8 @@ def think(
         fail(str(exc))
     meter = Meter(limits)
     try:
-        result = asyncio.run(
-            _run_and_close(problem, chosen, meter, eng, verifier, trace_store, max_tokens, seed)
-        )
+        work = _run_with_progress(problem, chosen, meter, eng, verifier, trace_store, max_tokens, seed)
+        result = asyncio.run(closing(eng, work))
     except StoreError as exc:
         fail(str(exc))
     except EngineError as exc:  # the model could not be reached: what was thought is in the trace
@@ -118,11 +120,10 @@ def _verifier(specs: list[str] | None, engine: Engine) -> Verifier | None:
     return checks[0] if len(checks) == 1 else AllOf(checks)
 
 
-async def _run_and_close(*args: Any) -> Answer:
-    """Run and close the engine on one event loop (HTTP clients belong to their loop)."""
-    engine: Engine = args[3]
+async def closing(engine: Engine, work: Awaitable[T]) -> T:
+    """Await `work`, then close the engine, on one event loop (HTTP clients belong to it)."""
     try:
-        return await _run_with_progress(*args)
+        return await work
     finally:
         await engine.aclose()
 

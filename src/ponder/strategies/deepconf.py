@@ -115,8 +115,10 @@ class DeepConf(Strategy):
             raise ValueError("mode must be online or offline")
 
     def confidence(self, candidate: Candidate) -> float | None:
-        lps = candidate.completion.logprobs
-        return lowest_group_confidence(token_confidences(lps), self.window) if lps else None
+        return self._trace_confidence(candidate.completion.logprobs)
+
+    def _trace_confidence(self, logprobs: list[TokenLogprob] | None) -> float | None:
+        return lowest_group_confidence(token_confidences(logprobs), self.window) if logprobs else None
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         first = self.n if self.mode == "offline" else min(self.warmup, self.n)
@@ -192,7 +194,7 @@ class DeepConf(Strategy):
         out = []
         for t in live:
             done = Completion(t.text, t.finish, t.prompt_tokens, t.tokens, t.seconds, logprobs=t.logprobs)
-            conf = lowest_group_confidence(token_confidences(t.logprobs), self.window) if t.logprobs else None
+            conf = self._trace_confidence(t.logprobs)
             out.append(
                 ctx.record(
                     problem,
