@@ -4,17 +4,20 @@ On a seeded reasoning-gym task where voting helps the bundled model (single-digi
 `products`), run side by side in one process, on one engine:
 
 - `direct` (greedy) and `self-consistency:n=16` (the baseline to match),
-- `adaptive-consistency` (Beta rule, threshold 0.95),
-- `deepconf` online (warmup, confidence early stop, consensus stop) at eta 90 and 10,
+- `adaptive-consistency` at its defaults (predictive rule, threshold 0.7, rounds of 2),
+- `deepconf` online as in the paper (warmup 4, eta 90, weighted-share consensus 0.95) and
+  with the predictive stopping rule,
 
-and report accuracy and generated tokens, plus the accuracy-versus-tokens curve:
-self-consistency at n = 1, 2, 4, 8, 16 and adaptive-consistency at several thresholds are
-replayed from the self-consistency run's own samples (adaptive-consistency draws seeds
-seed, seed+1, ... so its samples are a prefix of self-consistency's; the replay is exact up
-to batched-decoding noise), the other points are live runs. Saves a PNG plot (matplotlib Agg)
-and a JSON of every number.
+and report accuracy and generated tokens, plus the accuracy-versus-tokens curves:
+self-consistency at n = 1, 2, 4, 8, 16 and adaptive-consistency (predictive and Beta rules,
+rounds of 1, 2, 4, several thresholds) are replayed from the self-consistency run's own
+samples (adaptive-consistency draws seeds seed, seed+1, ... so its samples are a prefix of
+self-consistency's; the replay is exact up to batched-decoding noise), the other points are
+live runs. Saves a PNG plot (matplotlib Agg) and a JSON of every number (each live run's
+samples included, so `--replay` can redraw the curves without the model).
 
-    python benchmarks/early_stop.py --size 60 --out /tmp/early_stop
+    python benchmarks/early_stop.py --size 200 --out /tmp/early_stop
+    python benchmarks/early_stop.py --replay /tmp/early_stop/early_stop.json --out /tmp/again
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import argparse
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +43,13 @@ SC = "self-consistency:n=16"
 LIVE = [
     "direct",
     SC,
-    "adaptive-consistency",  # max_n=16, batch=4, threshold=0.95, rule=beta
-    "deepconf",  # online: n=16, warmup=4, eta=90, consensus=0.95
-    "deepconf:eta=10",
+    "adaptive-consistency",  # max_n=16, batch=2, rule=predictive, threshold=0.7
+    "deepconf",  # online: n=16, warmup=4, batch=4, eta=90, stop=share, consensus=0.95 (the paper's)
+    "deepconf:batch=2,consensus=0.7,stop=predictive",
 ]
 REPLAY_N = [1, 2, 4, 8, 16]
 REPLAY_THRESHOLDS = [0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+REPLAY_BATCHES = [1, 2, 4]
 
 
 @dataclass
@@ -100,8 +104,8 @@ async def run_live(
                 max_tokens=args.max_tokens,
             )
             samples = [
-                (i, n.answer, n.completion_tokens)
-                for i, n in enumerate(x for x in nodes if x.kind == "sample")
+                (n.meta["index"], n.answer if voted(n) else None, n.completion_tokens)
+                for n in in_sample_order(nodes)
             ]
             return Outcome(
                 answer.answer,
@@ -115,33 +119,52 @@ async def run_live(
     return list(await asyncio.gather(*(one(item) for item in items)))
 
 
-def replay_sc(outcomes: list[Outcome], data: Any, items: list[Item], n: int) -> tuple[float, float]:
+def in_sample_order(nodes: list[NodeRecord]) -> list[NodeRecord]:
+    """Sample nodes in the order the strategy drew them (by round, then sample index), not in
+    the order they finished: short samples finish first, and a prefix of the finishing order
+    would be a prefix of the shortest."""
+    rounds: dict[str | None, int] = {}
+    samples = [n for n in nodes if n.kind == "sample"]
+    for n in samples:
+        rounds.setdefault(n.parent_id, len(rounds))
+    return sorted(samples, key=lambda n: (rounds[n.parent_id], n.meta["index"]))
+
+
+def voted(node: NodeRecord) -> bool:
+    """Whether a sample's answer counts in a vote (the budget did not cut it short)."""
+    return node.meta.get("finish_reason") in ("stop", "length")
+
+
+Pool = list[list[tuple[int, str | None, int]]]  # per question: (index, answer, tokens) per sample
+
+
+def replay_sc(pool: Pool, data: Any, items: list[Item], n: int) -> tuple[float, float]:
     """Self-consistency with the first n of the recorded 16 samples: (accuracy, tokens/question)."""
     correct, tokens = 0, 0
-    for item, out in zip(items, outcomes, strict=True):
-        used = out.samples[:n]
+    for item, samples in zip(items, pool, strict=True):
+        used = samples[:n]
         correct += grade(data, item, tally(a for _, a, _ in used).winner)
         tokens += sum(t for _, _, t in used)
     return correct / len(items), tokens / len(items)
 
 
 def replay_ac(
-    outcomes: list[Outcome], data: Any, items: list[Item], strategy: AdaptiveConsistency
+    pool: Pool, data: Any, items: list[Item], strategy: AdaptiveConsistency
 ) -> tuple[float, float, float]:
     """Adaptive-consistency's stopping rule over the recorded samples: (acc, tokens/q, samples/q)."""
-    correct, tokens, samples = 0, 0, 0
-    for item, out in zip(items, outcomes, strict=True):
-        used = out.samples[: strategy.batch]
-        while len(used) < len(out.samples):
+    correct, tokens, drawn = 0, 0, 0
+    for item, samples in zip(items, pool, strict=True):
+        used = samples[: strategy.batch]
+        while len(used) < len(samples):
             stop, _ = strategy.settled(tally(a for _, a, _ in used), strategy.max_n - len(used))
             if stop:
                 break
-            used = out.samples[: len(used) + strategy.batch]
+            used = samples[: len(used) + strategy.batch]
         correct += grade(data, item, tally(a for _, a, _ in used).winner)
         tokens += sum(t for _, _, t in used)
-        samples += len(used)
+        drawn += len(used)
     n = len(items)
-    return correct / n, tokens / n, samples / n
+    return correct / n, tokens / n, drawn / n
 
 
 def main() -> None:
@@ -163,13 +186,22 @@ def main() -> None:
     )
     parser.add_argument("--strategies", default=";".join(LIVE), help="';'-separated live specs")
     parser.add_argument("--out", type=Path, default=Path("early_stop_out"))
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        help="an earlier run's early_stop.json: reuse its live rows and samples, run nothing",
+    )
     args = parser.parse_args()
+    earlier: dict[str, Any] = {}
+    if args.replay:
+        earlier = json.loads(args.replay.read_text())
+        args.task, args.size, args.seed = earlier["task"], earlier["size"], earlier["seed"]
+        args.config, args.max_tokens = json.dumps(earlier["config"]), earlier["max_tokens"]
 
     data, items = load_items(args.task, args.size, args.seed, json.loads(args.config))
     specs = [s.strip() for s in args.strategies.split(";") if s.strip()]
     if SC not in specs:
         specs.insert(0, SC)
-    engine = LlamaCppEngine(n_threads=args.threads, max_batch=32)
     args.out.mkdir(parents=True, exist_ok=True)
     print(
         f"{args.task} {args.config}: {len(items)} questions, seed {args.seed}, max_tokens {args.max_tokens}",
@@ -180,6 +212,7 @@ def main() -> None:
     wall: dict[str, float] = {}
 
     async def run_all() -> None:
+        engine = LlamaCppEngine(n_threads=args.threads, max_batch=32)
         for spec in specs:
             start = time.monotonic()
             live[spec] = await run_live(spec, data, items, engine, args)
@@ -189,7 +222,16 @@ def main() -> None:
             print(f"  ran {spec:40s} acc {acc:6.1%}  tokens {toks:7d}  {wall[spec]:6.0f}s", flush=True)
         await engine.aclose()
 
-    asyncio.run(run_all())
+    if earlier:
+        specs = list(earlier["outcomes"])
+        for spec in specs:
+            live[spec] = [
+                Outcome(**{**o, "samples": [tuple(x) for x in o["samples"]]})
+                for o in earlier["outcomes"][spec]
+            ]
+            wall[spec] = next(r["seconds"] for r in earlier["rows"] if r["strategy"] == spec)
+    else:
+        asyncio.run(run_all())
 
     n = len(items)
     base = live[SC]
@@ -216,10 +258,11 @@ def main() -> None:
             }
         )
 
-    def replayed(spec: str, acc: float, tpq: float, spq: float) -> dict[str, Any]:
+    def replayed(spec: str, acc: float, tpq: float, spq: float, curve: str = "") -> dict[str, Any]:
         return {
             "strategy": spec,
             "kind": "replay",
+            "curve": curve,
             "accuracy": acc,
             "tokens": tpq * n,
             "tokens_per_q": tpq,
@@ -228,17 +271,19 @@ def main() -> None:
             "acc_delta_pts": 100 * (acc - base_acc),
         }
 
+    pool: Pool = [o.samples for o in base]
     for k in REPLAY_N:
-        acc, tpq = replay_sc(base, data, items, k)
-        rows.append(replayed(f"self-consistency:n={k}", acc, tpq, k))
-    for rule in ("beta", "lead"):
-        for thr in REPLAY_THRESHOLDS if rule == "beta" else [1.0]:
-            ac = AdaptiveConsistency(max_n=16, batch=4, threshold=thr, rule=rule)
-            rows.append(replayed(ac.spec(), *replay_ac(base, data, items, ac)))
-        for batch in (2, 1):
-            if rule == "beta":
-                ac = AdaptiveConsistency(max_n=16, batch=batch, threshold=0.95)
-                rows.append(replayed(ac.spec(), *replay_ac(base, data, items, ac)))
+        acc, tpq = replay_sc(pool, data, items, k)
+        rows.append(replayed(f"self-consistency:n={k}", acc, tpq, k, curve="self-consistency n=1..16"))
+    for rule in ("predictive", "beta"):
+        for batch in REPLAY_BATCHES:
+            for thr in REPLAY_THRESHOLDS:
+                ac = AdaptiveConsistency(max_n=16, batch=batch, threshold=thr, rule=rule)
+                curve = f"adaptive-consistency rule={rule}, batch={batch}"
+                rows.append(replayed(ac.spec(), *replay_ac(pool, data, items, ac), curve=curve))
+    for batch in REPLAY_BATCHES:
+        ac = AdaptiveConsistency(max_n=16, batch=batch, rule="lead")
+        rows.append(replayed(ac.spec(), *replay_ac(pool, data, items, ac)))
 
     print()
     head = ("strategy", "run", "acc", "Δpts", "tokens", "tok/q", "×SC16", "samp/q")
@@ -259,7 +304,7 @@ def main() -> None:
                 "seed": args.seed,
                 "max_tokens": args.max_tokens,
                 "rows": rows,
-                "answers": {s: [[o.answer, o.correct, o.tokens] for o in outs] for s, outs in live.items()},
+                "outcomes": {s: [asdict(o) for o in outs] for s, outs in live.items()},
             },
             indent=1,
         )
@@ -275,24 +320,21 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    sc = [r for r in rows if r["kind"] == "replay" and r["strategy"].startswith("self-consistency")]
-    ax.plot(
-        [r["tokens_per_q"] for r in sc],
-        [100 * r["accuracy"] for r in sc],
-        "o-",
-        label="self-consistency n=1..16 (replay)",
-    )
-    ac = [
-        r
-        for r in rows
-        if r["kind"] == "replay" and r["strategy"].startswith("adaptive") and "batch" not in r["strategy"]
-    ]
-    ax.plot(
-        [r["tokens_per_q"] for r in ac],
-        [100 * r["accuracy"] for r in ac],
-        "s--",
-        label="adaptive-consistency thresholds (replay)",
-    )
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("curve"):
+            curves.setdefault(r["curve"], []).append(r)
+    for name, points in curves.items():
+        if "batch=4" in name:
+            continue  # rounds of 4 are dominated by rounds of 2; in the JSON
+        points = sorted(points, key=lambda r: r["tokens_per_q"])
+        ax.plot(
+            [r["tokens_per_q"] for r in points],
+            [100 * r["accuracy"] for r in points],
+            "o-" if name.startswith("self") else "s--",
+            markersize=4,
+            label=f"{name} (replay)",
+        )
     for r in rows:
         if r["kind"] == "live":
             ax.plot(

@@ -60,7 +60,18 @@ class Hang:
     seconds: float = 3600.0
 
 
-Action = Reply | Drop | Hang
+@dataclass
+class Stream:
+    """Server-sent events: each event as a `data:` line (dicts as JSON), `delay` seconds
+    apart, then `hang` seconds of silence before the connection closes (no [DONE] unless
+    it is one of the events)."""
+
+    events: list[Any]
+    delay: float = 0.0
+    hang: float = 0.0
+
+
+Action = Reply | Drop | Hang | Stream
 Handler = Callable[[Request], Awaitable[Action] | Action]
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests"}
@@ -123,6 +134,16 @@ class ScriptedServer:
                     writer.write(action.partial)
                     await writer.drain()
                     return
+                if isinstance(action, Stream):
+                    head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+                    writer.write(head.encode())
+                    for event in action.events:
+                        data = event if isinstance(event, str) else json.dumps(event)
+                        writer.write(f"data: {data}\n\n".encode())
+                        await writer.drain()
+                        await asyncio.sleep(action.delay)
+                    await asyncio.sleep(action.hang)
+                    return
                 assert isinstance(action, Reply)
                 payload = action.body
                 if isinstance(payload, dict | list):
@@ -160,6 +181,25 @@ def chat_response(
     if usage is not None:
         body["usage"] = {**usage, "total_tokens": sum(usage.values())}
     return body
+
+
+def chat_chunks(
+    pieces: list[str],
+    *,
+    index: int = 0,
+    finish_reason: str | None = "stop",
+    usage: dict[str, int] | None = None,
+) -> list[dict[str, Any]]:
+    """A streamed chat completion: one chunk per piece of text, the finish, the usage."""
+    chunks: list[dict[str, Any]] = [
+        {"object": "chat.completion.chunk", "choices": [{"index": index, "delta": {"content": p}}]}
+        for p in pieces
+    ]
+    if finish_reason:
+        chunks.append({"choices": [{"index": index, "delta": {}, "finish_reason": finish_reason}]})
+    if usage is not None:
+        chunks.append({"choices": [], "usage": {**usage, "total_tokens": sum(usage.values())}})
+    return chunks
 
 
 # -- llama-cpp-python server -------------------------------------------------------------

@@ -256,6 +256,23 @@ async def test_prefix_is_reused_across_calls(engine: LlamaCppEngine) -> None:
     assert engine.stats.prompt_tokens_evaluated - before <= new_tokens + 2
 
 
+async def test_a_wide_beam_reuses_every_prefix(engine: LlamaCppEngine) -> None:
+    """Eight partial solutions extended by one step each: all eight prefixes are still in KV
+    (a beam of width 8), so only the new step's tokens are evaluated."""
+    messages = [{"role": "user", "content": "Plan a fruit salad."}]
+    beams = [f"Step 1: take {k} " + "apples, pears and plums " * 6 for k in range(8)]
+    firsts = [ask(messages, max_tokens=1, prefill=b) for b in beams]
+    await engine.generate(firsts)
+    seconds = [ask(messages, max_tokens=1, prefill=b + "\nStep 2:") for b in beams]
+    new_tokens = sum(
+        len(engine.tokenize_request(b)) - len(engine.tokenize_request(a))
+        for a, b in zip(firsts, seconds, strict=True)
+    )
+    before = engine.stats.prompt_tokens_evaluated
+    await engine.generate(seconds)
+    assert engine.stats.prompt_tokens_evaluated - before <= new_tokens + 2 * len(beams)
+
+
 async def test_cancelled_caller_frees_its_sequences(engine: LlamaCppEngine) -> None:
     engine._ignore_eos = True
     try:

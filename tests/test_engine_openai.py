@@ -21,6 +21,8 @@ from servers import (
     Reply,
     Request,
     ScriptedServer,
+    Stream,
+    chat_chunks,
     chat_response,
     llama_server_available,
 )
@@ -132,6 +134,97 @@ async def test_deadline_keeps_finished_samples(scripted: Any) -> None:
         [row] = await scripted.engine(srv, timeout=60).generate([req], meter)
     assert [c.finish_reason for c in row] == ["stop", "stop", "stop", "budget"]
     assert [c.text for c in row[:3]] == ["a", "b", "b"]
+
+
+# -- streaming ---------------------------------------------------------------------------
+
+
+async def test_streamed_chat_is_put_back_together(scripted: Any) -> None:
+    events = [*chat_chunks(["Two", " plus two", " is 4"], usage=USAGE), "[DONE]"]
+    async with scripted(lambda r: Stream(events)) as srv:
+        meter = Meter(Budget())
+        [[c]] = await scripted.engine(srv).generate([CHAT], meter)
+        body = srv.posts()[0].json()
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert (c.text, c.finish_reason, c.completion_tokens, c.usage_estimated) == (
+        "Two plus two is 4",
+        "stop",
+        3,
+        False,
+    )
+    assert meter.completion_tokens == 3 and meter.prompt_tokens == 12
+
+
+async def test_streamed_choices_interleave(scripted: Any) -> None:
+    a, b = chat_chunks(["x", "y"], index=0), chat_chunks(["p", "q", "r"], index=1)
+    events = [
+        a[0],
+        b[0],
+        b[1],
+        a[1],
+        b[2],
+        a[2],
+        b[3],
+        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 5}},
+    ]
+    async with scripted(lambda r: Stream([*events, "[DONE]"])) as srv:
+        [row] = await scripted.engine(srv).generate([GenerationRequest(messages=CHAT.messages, n=2)])
+    assert [c.text for c in row] == ["xy", "pqr"]
+    assert [c.completion_tokens for c in row] == [2, 3]
+
+
+async def test_deadline_keeps_what_a_stream_wrote(scripted: Any) -> None:
+    """A sample still streaming at the deadline comes back with its partial text (tokens
+    estimated and charged), not empty."""
+    events = chat_chunks(["The answer", " is 4", " because"], finish_reason=None)
+    async with scripted(lambda r: Stream(events, delay=0.05, hang=30)) as srv:
+        meter = Meter(Budget(seconds=0.6))
+        t0 = time.monotonic()
+        [[c]] = await scripted.engine(srv, timeout=60).generate([CHAT], meter)
+    assert time.monotonic() - t0 < 2.0
+    assert (c.text, c.finish_reason, c.usage_estimated) == ("The answer is 4 because", "budget", True)
+    assert c.completion_tokens > 0 and meter.completion_tokens == c.completion_tokens
+    assert meter.stopped_by == "seconds"
+
+
+async def test_a_vote_at_the_deadline_counts_what_streams_wrote(scripted: Any) -> None:
+    """Self-consistency over samples that never finish: at the deadline the answer comes
+    from the partial texts instead of nothing."""
+    from ponder import athink
+
+    events = chat_chunks(["Answer: 4", "\nLet me double-check"], finish_reason=None)
+    async with scripted(lambda r: Stream(events, hang=30)) as srv:
+        answer = await athink(
+            "2+2?",
+            strategy="self-consistency:n=3",
+            budget="1s",
+            engine=scripted.engine(srv, timeout=60),
+            store=False,
+        )
+    assert answer.answer == "4" and answer.stopped_by == "seconds"
+    assert answer.usage.completion_tokens > 0
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        Stream(chat_chunks(["half"], finish_reason=None)),  # closed before the end
+        Stream(["{not json"]),
+        Stream([{"error": {"message": "overloaded"}}]),
+    ],
+)
+async def test_broken_stream_is_retried(scripted: Any, broken: Stream) -> None:
+    whole = Stream([*chat_chunks(["4"], usage=USAGE), "[DONE]"])
+    async with scripted(script(broken, whole)) as srv:
+        [[c]] = await scripted.engine(srv).generate([CHAT])
+    assert (c.text, c.finish_reason) == ("4", "stop") and len(srv.posts()) == 2
+
+
+async def test_non_streaming_engine_sends_no_stream_fields(scripted: Any) -> None:
+    async with scripted(ok) as srv:
+        [[c]] = await scripted.engine(srv, stream=False).generate([CHAT])
+        body = srv.posts()[0].json()
+    assert c.text == "4" and "stream" not in body and "stream_options" not in body
 
 
 async def test_garbage_json_is_retried_then_ok(scripted: Any) -> None:
@@ -407,7 +500,7 @@ def llama_server() -> Iterator[LlamaCppServer]:
 
 @pytest.mark.model
 async def test_llama_cpp_server_chat_n4_with_usage_and_logprobs(llama_server: LlamaCppServer) -> None:
-    async with OpenAIEngine(llama_server.base_url, timeout=120, max_retries=1) as engine:
+    async with OpenAIEngine(llama_server.base_url, timeout=120, max_retries=1, stream=False) as engine:
         req = GenerationRequest(
             messages=[{"role": "user", "content": "Name a colour."}],
             n=4,
@@ -433,10 +526,26 @@ async def test_llama_cpp_server_chat_n4_with_usage_and_logprobs(llama_server: Ll
 
 @pytest.mark.model
 async def test_llama_cpp_server_completions_endpoint(llama_server: LlamaCppServer) -> None:
-    async with OpenAIEngine(llama_server.base_url, timeout=120, max_retries=1) as engine:
+    async with OpenAIEngine(llama_server.base_url, timeout=120, max_retries=1, stream=False) as engine:
         req = GenerationRequest(
             prompt="The capital of France is", max_tokens=4, logprobs=True, top_logprobs=1
         )
         [[c]] = await engine.generate([req])
     assert c.text and not c.usage_estimated and 0 < c.completion_tokens <= 4
     assert c.logprobs is not None and len(c.logprobs) == c.completion_tokens
+
+
+@pytest.mark.model
+async def test_llama_cpp_server_streams_then_falls_back_for_usage(llama_server: LlamaCppServer) -> None:
+    """llama-cpp-python streams but sends no usage: the streamed reply is read whole (its
+    tokens counted by its logprobs), and later requests are not streamed, with exact usage."""
+    req = GenerationRequest(
+        messages=[{"role": "user", "content": "Name a fruit."}], max_tokens=5, logprobs=True, top_logprobs=1
+    )
+    async with OpenAIEngine(llama_server.base_url, timeout=120, max_retries=1) as engine:
+        [[first]] = await engine.generate([req])
+        assert engine.stream is False
+        [[second]] = await engine.generate([req])
+    assert first.text and first.finish_reason in ("stop", "length") and first.usage_estimated
+    assert first.logprobs is not None and first.completion_tokens == len(first.logprobs)
+    assert second.text and not second.usage_estimated

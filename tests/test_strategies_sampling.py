@@ -25,9 +25,10 @@ from ponder.engines.base import (
 )
 from ponder.extract import extract_answer
 from ponder.problem import Problem
+from ponder.stopping import beta_settled, leader_holds
 from ponder.store import NodeRecord
 from ponder.strategies import REGISTRY, parse_strategy
-from ponder.strategies.adaptive_consistency import AdaptiveConsistency, beta_settled
+from ponder.strategies.adaptive_consistency import AdaptiveConsistency
 from ponder.strategies.best_of_n import BestOfN
 from ponder.strategies.budget_forcing import BudgetForcing
 from ponder.strategies.deepconf import DeepConf, lowest_group_confidence, percentile, token_confidences
@@ -229,12 +230,57 @@ def test_beta_rule_matches_the_paper() -> None:
     assert beta_settled(2, 2) == pytest.approx(0.5)
 
 
+def exact_leader_holds(counts: tuple[int, ...], remaining: int, alpha: float) -> float:
+    """The Polya urn by enumeration (small cases only): the oracle for the simulation."""
+    if remaining == 0:
+        return float(counts.index(max(counts)) == 0)
+    total = sum(counts) + alpha
+    p = alpha / total * exact_leader_holds((*counts, 1), remaining - 1, alpha)
+    for i, k in enumerate(counts):
+        bumped = tuple(c + (j == i) for j, c in enumerate(counts))
+        p += k / total * exact_leader_holds(bumped, remaining - 1, alpha)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("counts", "remaining", "alpha"),
+    [((1, 1), 1, 1.0), ((2, 1), 4, 1.0), ((3,), 5, 1.0), ((3, 2, 1), 6, 0.5), ((4, 1), 7, 2.0)],
+)
+def test_predictive_rule_matches_the_exact_urn(counts: tuple[int, ...], remaining: int, alpha: float) -> None:
+    exact = exact_leader_holds(counts, remaining, alpha)
+    assert leader_holds(list(counts), remaining, alpha) == pytest.approx(exact, abs=0.03)
+    assert leader_holds(list(counts), remaining, alpha) == leader_holds(list(counts), remaining, alpha)
+
+
+def test_predictive_rule_edges() -> None:
+    assert leader_holds([1, 1], 1) == pytest.approx(2 / 3, abs=0.03)  # 1/3 the rival overtakes
+    assert leader_holds([2, 2], 0) == 1.0  # ties go to the answer seen first
+    assert leader_holds([5, 1], 3) == 1.0  # the rival cannot catch up
+    assert leader_holds([0], 5) == leader_holds([], 5) == 0.0
+    more_left = [leader_holds([3, 1], r) for r in (2, 6, 12)]
+    assert more_left == sorted(more_left, reverse=True) and more_left[-1] < 1.0
+
+
 async def test_adaptive_consistency_stops_early_when_unanimous() -> None:
     engine = ScriptedEngine(["Answer: 6"])
-    answer, nodes = await run(AdaptiveConsistency(max_n=16, batch=4), engine)
-    assert sum(r.n for r in engine.calls) == 4 and answer.answer == "6"
+    answer, nodes = await run(AdaptiveConsistency(max_n=16), engine)  # predictive, 0.7, rounds of 2
+    assert sum(r.n for r in engine.calls) == 2 and answer.answer == "6"
     (vote,) = [n for n in nodes if n.kind == "vote"]
-    assert vote.meta["stop"] == "beta" and vote.meta["p_majority"] >= 0.95
+    assert vote.meta["stop"] == "predictive" and 0.7 <= vote.meta["p_settled"] < 1.0
+
+
+async def test_adaptive_consistency_beta_rule_needs_four_unanimous_votes() -> None:
+    engine = ScriptedEngine(["Answer: 6"])
+    answer, nodes = await run(AdaptiveConsistency(max_n=16, batch=1, rule="beta", threshold=0.95), engine)
+    assert sum(r.n for r in engine.calls) == 4 and answer.answer == "6"
+    assert [n.meta["stop"] for n in nodes if n.kind == "vote"] == [None, None, None, "beta"]
+
+
+async def test_adaptive_consistency_never_stops_on_one_vote() -> None:
+    """However low the threshold, a single sample is not a settled vote."""
+    engine = ScriptedEngine(["Answer: 6"])
+    await run(AdaptiveConsistency(max_n=16, batch=1, threshold=0.5), engine)
+    assert sum(r.n for r in engine.calls) == 2
 
 
 async def test_adaptive_consistency_runs_to_max_n_when_split() -> None:
@@ -390,6 +436,19 @@ async def test_deepconf_online_stops_sampling_at_consensus() -> None:
     assert answer.answer == "7" and len([n for n in nodes if n.kind == "sample"]) == 4
 
 
+@pytest.mark.parametrize(("stop", "traces"), [("share", 12), ("predictive", 4)])
+async def test_deepconf_consensus_rule(stop: str, traces: int) -> None:
+    """3 of 4 confident traces agree: a 0.75 share is below 0.9, so the paper's rule samples
+    on until the leader cannot lose (9-3 with 4 left); the predictive rule already gives
+    P(the leader still wins after 12 more) > 0.9."""
+    engine = ConfidenceEngine(
+        [trace("calm", "7"), trace("calm", "7"), trace("calm", "7"), trace("calm", "9")]
+    )
+    strategy = DeepConf(n=16, warmup=4, window=4, chunk=64, consensus=0.9, stop=stop)  # type: ignore[arg-type]
+    answer, nodes = await run(strategy, engine)
+    assert answer.answer == "7" and len([n for n in nodes if n.kind == "sample"]) == traces
+
+
 async def test_deepconf_without_logprobs_falls_back_to_majority() -> None:
     class NoLogprobs(ScriptedEngine):
         async def generate(self, requests, meter=None, on_completion=None):  # type: ignore[no-untyped-def]
@@ -467,7 +526,12 @@ def test_strategies_command_lists_every_strategy_with_parameters() -> None:
     for name in ("cot", "best-of-n", "refine", "budget-forcing", "adaptive-consistency", "deepconf"):
         assert listed[name]["summary"]
     ac = {p["name"]: p for p in listed["adaptive-consistency"]["parameters"]}
-    assert ac["rule"] == {"name": "rule", "type": "beta|lead", "default": "beta", "help": ac["rule"]["help"]}
+    assert ac["rule"] == {
+        "name": "rule",
+        "type": "predictive|beta|share|lead",
+        "default": "predictive",
+        "help": ac["rule"]["help"],
+    }
     assert ac["max_n"]["default"] == 16 and ac["max_n"]["help"]
     text = CliRunner().invoke(app, ["strategies"])
     assert text.exit_code == 0 and "deepconf" in text.output and "max_waits" in text.output

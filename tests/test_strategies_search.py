@@ -20,7 +20,7 @@ from ponder.problem import Problem
 from ponder.store import NodeRecord, TraceStore
 from ponder.strategies import Strategy, parse_strategy
 from ponder.strategies.beam_search import BeamSearch
-from ponder.strategies.mcts import MCTS
+from ponder.strategies.mcts import MCTS, Node, _Search
 from ponder.strategies.particle_filter import ParticleFilter
 from ponder.strategies.steps import Path, Steps
 from ponder.think import Answer
@@ -246,6 +246,17 @@ async def test_mcts_visit_counts_add_up(value: str, tmp_path: pathlib.Path) -> N
         assert all(n.meta["rollout"] and n.parent_id in steps for n in rollouts)
         assert len(rollouts) <= 12 and answer.answer == "42"
     assert answer.stopped_by is None
+
+
+async def test_mcts_agreement_values_follow_later_rollouts() -> None:
+    """A finished leaf's agreement value is re-read on each visit: it was 1/1 when it was the
+    only rollout and is 1/3 once two later rollouts disagree with it."""
+    search = _Search(MCTS(value="agreement"), Problem("q?"), None)  # type: ignore[arg-type]
+    leaf = Node(Path(("Answer: 42",), complete=True))
+    assert await search.evaluate(leaf, seed=0) == 1.0
+    search.answers += ["41", "41"]
+    assert await search.evaluate(leaf, seed=0) == pytest.approx(1 / 3)
+    assert await search.evaluate(Node(Path(("Answer: 41",), complete=True)), seed=0) == pytest.approx(3 / 4)
 
 
 async def test_mcts_stops_at_the_deadline_with_best_so_far() -> None:

@@ -48,8 +48,6 @@ if TYPE_CHECKING:
     from ponder.budget import Meter
 
 _LOCAL = Price()  # a local model costs nothing
-# Cached prompt prefixes kept after their request finished (each holds KV cells).
-_CACHE_ENTRIES = 4
 # A queued request that shares this many leading tokens with one being evaluated waits
 # for it (one step or a few) and then copies its KV instead of evaluating them again.
 _SHARED_PREFIX = 8
@@ -139,7 +137,9 @@ class LlamaCppEngine:
     `model_path` is a GGUF file or a bundled model's name ("smollm2", "gemma3-270m").
     `chat` (default: whether the GGUF has a chat template) decides how `messages` are
     rendered; raw `prompt` requests are always used as-is. `n_ctx` is the KV pool shared by
-    all live sequences: samples wait for room rather than overflow it.
+    all live sequences: samples wait for room rather than overflow it. `prefix_cache` is how
+    many finished prompts stay in KV for reuse (a beam of width w extends w prefixes a step;
+    under KV pressure the oldest go first).
     """
 
     def __init__(
@@ -153,6 +153,7 @@ class LlamaCppEngine:
         price: Price = _LOCAL,
         chat: bool | None = None,
         n_batch: int = 512,
+        prefix_cache: int = 16,
         verbose: bool = False,
     ) -> None:
         path = _resolve_model(model_path)
@@ -160,10 +161,13 @@ class LlamaCppEngine:
             raise FileNotFoundError(f"model file not found: {path}")
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        if prefix_cache < 0:
+            raise ValueError("prefix_cache must be >= 0")
         self.model = model_name(path)
         self.model_path = path
         self.price = price
         self.max_batch = max_batch
+        self.prefix_cache = prefix_cache
         self._seed = seed
         self._ignore_eos = False  # private knob for benchmarks: comparable token counts
 
@@ -180,7 +184,7 @@ class LlamaCppEngine:
 
         # Sequence ids: live samples, roots of admitted requests, cached prefixes.
         self._max_groups = max_batch
-        n_seq_max = max_batch + self._max_groups + _CACHE_ENTRIES
+        n_seq_max = max_batch + self._max_groups + prefix_cache
         threads = n_threads or _default_threads()
         self.n_threads = threads
         self._n_batch = max(n_batch, max_batch + _PREFILL_CHUNK_BUSY)
@@ -551,7 +555,7 @@ class LlamaCppEngine:
                     self._evict(entry)
             self._cache.append(_CacheEntry(group.root, tokens))
             self._reserved += len(tokens)
-            while len(self._cache) > _CACHE_ENTRIES:
+            while len(self._cache) > self.prefix_cache:
                 self._evict(self._cache[0])
         group.root = -1
 

@@ -9,11 +9,15 @@ Servers differ in what they honour, so this engine trusts little:
 - Retries with exponential backoff and jitter on 429, 5xx, connection/read errors,
   timeouts and malformed JSON bodies, honouring `Retry-After`. Other 4xx raise `EngineError`
   at once with the server's message: retrying a bad key or a bad request only burns time.
-- The meter's deadline cancels requests in flight: `generate` returns at the deadline with
-  finish_reason "budget" for what did not finish. Requests are not streamed, so a cancelled
-  sample's partial text is lost, and the token budget is enforced up front: each request's
-  `max_tokens` is capped at a fair share of `meter.tokens_left()` (see `_Spend`); a sample
-  cut by that cap ends with finish_reason "budget".
+- Completions are streamed (`stream=True`, server-sent events) so that the meter's deadline,
+  which cancels requests in flight, keeps what each sample wrote so far: `generate` returns
+  at the deadline with finish_reason "budget" and the partial text (tokens estimated and
+  charged) for what did not finish. A server that ignores `stream` and answers with one JSON
+  body is read as such; one that streams but sends no usage (`stream_options.include_usage`;
+  llama-cpp-python's server) gets non-streamed requests from then on, because exact token
+  counts matter more to budgets than partial text. The token budget is enforced up front:
+  each request's `max_tokens` is capped at a fair share of `meter.tokens_left()` (see
+  `_Spend`); a sample cut by that cap ends with finish_reason "budget".
 - Usage comes from the server's `usage` field. The meter is charged prompt tokens once per
   HTTP request (a request with `n` choices evaluates its prompt once). Each `Completion`
   reports the full prompt size it was sampled from. When a response carries several choices
@@ -201,6 +205,62 @@ def _unfinished(error: str | None = None) -> Completion:
     )
 
 
+class _Stream:
+    """One streamed HTTP response put back together: the choices' text, logprobs and finish
+    reasons as the chunks arrive, and the usage of the final chunk. What it holds when the
+    request is cancelled is the partial text of each choice."""
+
+    def __init__(self, chat: bool, first: int = 0) -> None:
+        self.chat = chat
+        self.first = first  # the sample index of choice 0 in the caller's request
+        self.reset()
+
+    def reset(self) -> None:
+        self.streamed = False  # the server answered with events (not one JSON body)
+        self.text: dict[int, list[str]] = {}
+        self.logprobs: dict[int, dict[str, list[Any]]] = {}
+        self.finish: dict[int, Any] = {}
+        self.usage: Any = None
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        for c in chunk.get("choices") or []:
+            if not isinstance(c, dict):
+                continue
+            i = int(c.get("index") or 0)
+            delta = c.get("delta") if self.chat else c
+            piece = delta.get("content") if self.chat and isinstance(delta, dict) else c.get("text")
+            self.text.setdefault(i, []).append(str(piece or ""))
+            if isinstance(c.get("logprobs"), dict):
+                into = self.logprobs.setdefault(i, {})
+                for key, values in c["logprobs"].items():
+                    if isinstance(values, list):
+                        into.setdefault(key, []).extend(values)
+            if c.get("finish_reason"):
+                self.finish[i] = c["finish_reason"]
+
+    def partial(self, i: int) -> str:
+        return "".join(self.text.get(i, []))
+
+    def response(self) -> dict[str, Any]:
+        """The chunks as the one JSON body a non-streamed request would have returned."""
+        choices = []
+        for i in sorted(self.text):
+            choice: dict[str, Any] = {"index": i, "finish_reason": self.finish.get(i)}
+            if self.chat:
+                choice["message"] = {"role": "assistant", "content": self.partial(i)}
+            else:
+                choice["text"] = self.partial(i)
+            if i in self.logprobs:
+                choice["logprobs"] = self.logprobs[i]
+            choices.append(choice)
+        out: dict[str, Any] = {"choices": choices}
+        if self.usage is not None:
+            out["usage"] = self.usage
+        return out
+
+
 async def _all(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
     """Run concurrently; on the first exception (or cancellation) cancel and reap the rest,
     so no orphaned request keeps a server busy."""
@@ -216,11 +276,12 @@ async def _all(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
 class _Spend:
     """One `generate` call's share of the meter's token budget.
 
-    Requests are not streamed, so a sample cannot be stopped when the budget runs out
-    mid-flight. Instead each request is capped, when it is sent, at an equal share of the
-    tokens neither spent nor reserved by requests in flight, divided among the samples
-    not yet sent: N parallel samples cannot spend N times the budget, and samples sent
-    later inherit what early stoppers left.
+    Tokens are counted when a reply is complete (a streamed one may count them only in its
+    last chunk), so a sample is not stopped when the budget runs out mid-flight. Instead
+    each request is capped, when it is sent, at an equal share of the tokens neither spent
+    nor reserved by requests in flight, divided among the samples not yet sent: N parallel
+    samples cannot spend N times the budget, and samples sent later inherit what early
+    stoppers left.
     """
 
     def __init__(self, meter: Meter | None, samples: int) -> None:
@@ -279,6 +340,7 @@ class OpenAIEngine:
         transport: httpx.AsyncBaseTransport | None = None,
         backoff: float = 0.5,
         max_backoff: float = 20.0,
+        stream: bool = True,
     ) -> None:
         self.base_url = _normalize_base_url(
             base_url or _env("PONDER_BASE_URL", "OPENAI_BASE_URL") or DEFAULT_BASE_URL
@@ -290,6 +352,7 @@ class OpenAIEngine:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.max_in_flight = max_in_flight
+        self.stream = stream
         # None: not yet known; False once the server was seen to ignore or reject n > 1.
         self.n_supported: bool | None = None
         key = api_key or _env("PONDER_API_KEY", "OPENAI_API_KEY")
@@ -318,12 +381,15 @@ class OpenAIEngine:
 
     # -- HTTP with retries -------------------------------------------------------------
 
-    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """One logical call: retried on transient failures, parsed JSON returned."""
+    async def _request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, stream: _Stream | None = None
+    ) -> Any:
+        """One logical call: retried on transient failures, parsed JSON returned (a streamed
+        response is read into `stream` and returned as the equivalent JSON body)."""
         last = ""
         for attempt in range(self.max_retries + 1):
             try:
-                return await self._attempt(method, path, body)
+                return await self._attempt(method, path, body, stream)
             except _Retryable as exc:
                 last = str(exc)
                 if attempt == self.max_retries:
@@ -337,18 +403,28 @@ class OpenAIEngine:
             transient=True,
         )
 
-    async def _attempt(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+    async def _attempt(
+        self, method: str, path: str, body: dict[str, Any] | None, stream: _Stream | None
+    ) -> Any:
         try:
             # httpx's timeout is per socket operation; this bounds the whole request, so a
             # server that trickles bytes cannot hold a sample forever.
             async with asyncio.timeout(self.timeout):
-                response = await self._client.request(method, path, json=body)
+                if stream is None:
+                    return self._json(await self._client.request(method, path, json=body), path)
+                async with self._client.stream(method, path, json=body) as response:
+                    if "text/event-stream" not in response.headers.get("content-type", ""):
+                        await response.aread()  # an error, or a server that does not stream
+                        return self._json(response, path)
+                    return await self._read_events(response, stream)
         except TimeoutError as exc:
             raise _Retryable(f"no complete response within {self.timeout:g}s") from exc
         except httpx.TimeoutException as exc:
             raise _Retryable(f"timed out ({type(exc).__name__}) after {self.timeout:g}s") from exc
         except httpx.TransportError as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc or 'connection failed'}") from exc
+
+    def _json(self, response: httpx.Response, path: str) -> dict[str, Any]:
         status = response.status_code
         if status in RETRYABLE_STATUS or status >= 500:
             raise _Retryable(
@@ -367,6 +443,30 @@ class OpenAIEngine:
         if not isinstance(data, dict):
             raise _Retryable(f"unexpected JSON (not an object): {response.text[:200]!r}")
         return data
+
+    async def _read_events(self, response: httpx.Response, stream: _Stream) -> dict[str, Any]:
+        """Server-sent events (`data: {chunk}` lines, then `data: [DONE]`) into `stream`."""
+        stream.reset()  # a retried request starts over
+        stream.streamed = True
+        done = False
+        async for line in response.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                done = True
+                break
+            try:
+                chunk = json.loads(payload)
+            except ValueError as exc:
+                raise _Retryable(f"malformed event in the stream: {payload[:200]!r}") from exc
+            if isinstance(chunk, dict):
+                if isinstance(chunk.get("error"), dict | str):
+                    raise _Retryable(f"error in the stream: {str(chunk['error'])[:300]}")
+                stream.add(chunk)
+        if not done and (not stream.text or len(stream.finish) < len(stream.text)):
+            raise _Retryable("the stream ended before the completion did")
+        return stream.response()
 
     async def ensure_model(self) -> str:
         """The model name; asked of `GET /models` (first entry) when none was given."""
@@ -390,6 +490,7 @@ class OpenAIEngine:
         if not requests:
             return []
         slots: list[list[Completion | None]] = [[None] * r.n for r in requests]
+        streams: list[list[_Stream]] = [[] for _ in requests]  # partial text at a deadline
         spend = _Spend(meter, sum(r.n for r in requests))
 
         def put(request: int, sample: int, completion: Completion) -> None:
@@ -400,7 +501,7 @@ class OpenAIEngine:
         async def run() -> None:
             await self.ensure_model()
             await _all(
-                self._run_request(r, slots[i], functools.partial(put, i), spend)
+                self._run_request(r, slots[i], functools.partial(put, i), spend, streams[i])
                 for i, r in enumerate(requests)
             )
 
@@ -419,11 +520,37 @@ class OpenAIEngine:
         if not task.cancelled() and (exc := task.exception()) is not None:
             raise exc
 
-        out = [[c if c is not None else _unfinished() for c in row] for row in slots]
+        out = [
+            [c if c is not None else self._cut_short(req, j, streams[i], meter) for j, c in enumerate(row)]
+            for i, (req, row) in enumerate(zip(requests, slots, strict=True))
+        ]
         flat = [c for row in out for c in row]
         if flat and all(c.finish_reason == "error" for c in flat):
             raise EngineError(flat[0].error or "every request failed", transient=True)
         return out
+
+    def _cut_short(
+        self, req: GenerationRequest, sample: int, streams: list[_Stream], meter: Meter | None
+    ) -> Completion:
+        """A sample the deadline stopped: what its stream had written, tokens estimated and
+        charged (the server spent them), finish_reason "budget"."""
+        stream = next((st for st in reversed(streams) if sample - st.first in st.text), None)
+        if stream is None:
+            return _unfinished()
+        choice = sample - stream.first
+        text = stream.partial(choice)
+        if not text:
+            return _unfinished()
+        logprobs = _parse_logprobs(stream.logprobs.get(choice))
+        tokens = len(logprobs) if logprobs else estimate_tokens(text)
+        prompt = estimate_tokens(_prompt_text(req))
+        if meter is not None:
+            first_of_its_request = choice == min(stream.text)
+            charged = prompt if first_of_its_request else 0
+            meter.charge(
+                prompt_tokens=charged, completion_tokens=tokens, usd=self.price.cost(charged, tokens)
+            )
+        return Completion(text, "budget", prompt, tokens, logprobs=logprobs, usage_estimated=True)
 
     async def _run_request(
         self,
@@ -431,13 +558,14 @@ class OpenAIEngine:
         slots: list[Completion | None],
         put: Callable[[int, Completion], None],
         spend: _Spend,
+        streams: list[_Stream],
     ) -> None:
         """Fill `slots` with `req.n` completions: one request asking for `n`, then single
         requests for whatever the server did not give."""
         start = 0
         if req.n > 1 and self.n_supported is not False:
             try:
-                got = await self._call(req, req.n, req.seed, spend)
+                got = await self._call(req, req.n, req.seed, spend, streams, 0)
             except EngineError as exc:
                 if exc.transient:
                     slots[:] = [_unfinished(str(exc))] * req.n
@@ -455,7 +583,7 @@ class OpenAIEngine:
                 return
             spend.waiting += req.n - start  # the missing samples go out as single requests
         await _all(
-            self._single(req, slots, put, i, None if req.seed is None else req.seed + i, spend)
+            self._single(req, slots, put, i, None if req.seed is None else req.seed + i, spend, streams)
             for i in range(start, req.n)
         )
         if req.n > 1:
@@ -469,9 +597,10 @@ class OpenAIEngine:
         i: int,
         seed: int | None,
         spend: _Spend,
+        streams: list[_Stream],
     ) -> None:
         try:
-            got = await self._call(req, 1, seed, spend)
+            got = await self._call(req, 1, seed, spend, streams, i)
             if got:
                 put(i, got[0])
         except EngineError as exc:
@@ -480,10 +609,17 @@ class OpenAIEngine:
             slots[i] = _unfinished(str(exc))
 
     async def _call(
-        self, req: GenerationRequest, n: int, seed: int | None, spend: _Spend
+        self,
+        req: GenerationRequest,
+        n: int,
+        seed: int | None,
+        spend: _Spend,
+        streams: list[_Stream],
+        first: int,
     ) -> list[Completion] | None:
-        """One HTTP request for `n` choices (the server may return fewer); None when the
-        budget left nothing to send it with."""
+        """One HTTP request for `n` choices (the server may return fewer), the first being
+        sample `first` of the request; None when the budget left nothing to send it with.
+        A streamed request is listed in `streams` while it runs."""
         async with self._sem:
             grant = spend.take(n, req.max_tokens)
             if grant is None:
@@ -491,11 +627,20 @@ class OpenAIEngine:
             max_tokens, capped = grant
             chat = req.messages is not None
             body = self._body(req, n, seed, max_tokens)
+            stream = None
+            if self.stream:
+                stream = _Stream(chat, first)
+                streams.append(stream)
+                body["stream"] = True
+                body["stream_options"] = {"include_usage": True}
             t0 = time.monotonic()
             try:
-                data = await self._request("POST", "/chat/completions" if chat else "/completions", body)
+                path = "/chat/completions" if chat else "/completions"
+                data = await self._request("POST", path, body, stream)
             finally:
                 spend.release(n, max_tokens)
+            if stream is not None and stream.streamed and stream.usage is None:
+                self.stream = False  # no usage in streams (llama-cpp-python): exact counts beat partial text
             seconds = time.monotonic() - t0
             # Charged before the slot is released, so the next request sees the spend.
             return self._parse(data, req, chat, capped, seconds, spend.meter)

@@ -6,11 +6,12 @@ the vote is settled, so easy questions cost a few samples and hard ones up to `m
         answers += sample(batch)
         a, b = counts of the two leading answers
         if a - b > max_n - len(answers): stop     # the leader can no longer lose
-        if rule == "beta" and P(p_a > p_b | a, b) >= threshold: stop
+        if P(settled | answers) >= threshold: stop
 
-The Beta rule is the paper's default: with a uniform prior, the leader's share among the top
-two answers is p ~ Beta(a + 1, b + 1), and P(p > 1/2) = P(Binomial(a + b + 1, 1/2) <= a),
-exact for whole counts. With threshold 0.95 four unanimous samples are enough; 3-1 is not.
+"Settled" is one of the rules in `ponder.stopping`: `predictive` (default: P(the current
+leader is still the majority after all `max_n` samples)), `beta` (the paper's) or `lead`
+(only when the leader can no longer lose).
+
 Samples with no extractable answer count toward max_n but not toward the vote.
 
 Samples use seeds seed, seed + 1, ... so a run is a prefix of `self-consistency:n=max_n`.
@@ -19,42 +20,31 @@ Samples use seeds seed, seed + 1, ... so a run is a prefix of `self-consistency:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import comb
-from typing import Literal
 
 from ponder.context import Candidate, Context
 from ponder.problem import Problem
+from ponder.stopping import StopRule, check_rule, settled
 from ponder.strategies.base import Result, Strategy
 from ponder.strategies.self_consistency import note_votes
 from ponder.vote import Tally, tally
 
 
-def beta_settled(a: float, b: float) -> float:
-    """P(the leader's true share among the top two exceeds 1/2) under Beta(a+1, b+1)."""
-    a_, b_ = round(a), round(b)
-    n = a_ + b_ + 1
-    return sum(comb(n, k) for k in range(a_ + 1)) / 2**n
-
-
-def top_two(votes: Tally) -> tuple[float, float]:
-    ranked = [*sorted(votes.totals.values(), reverse=True), 0.0, 0.0]
-    return ranked[0], ranked[1]
-
-
 @dataclass
 class AdaptiveConsistency(Strategy):
     name = "adaptive-consistency"
-    summary = "Self-consistency in small rounds that stops once the vote is settled (Beta rule, or lead)."
+    summary = "Self-consistency in small rounds that stops once more samples are unlikely to change the vote."
 
     max_n: int = field(default=16, metadata={"help": "most samples to draw"})
-    batch: int = field(default=4, metadata={"help": "samples per round (drawn in parallel)"})
-    threshold: float = field(
-        default=0.95, metadata={"help": "beta rule: stop when P(leader is the majority) >= this"}
+    batch: int = field(default=2, metadata={"help": "samples per round (drawn in parallel)"})
+    threshold: float = field(default=0.7, metadata={"help": "stop when P(settled) >= this (see rule)"})
+    rule: StopRule = field(
+        default="predictive",
+        metadata={
+            "help": "predictive: P(leader still wins at max_n); beta: the paper's Beta rule; "
+            "lead: only stop when the leader cannot lose"
+        },
     )
-    rule: Literal["beta", "lead"] = field(
-        default="beta",
-        metadata={"help": "beta: Beta stopping rule (+ lead); lead: only stop when the leader cannot lose"},
-    )
+    alpha: float = field(default=1.0, metadata={"help": "predictive: weight of a not-yet-seen answer"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
 
@@ -63,8 +53,7 @@ class AdaptiveConsistency(Strategy):
             raise ValueError("max_n and batch must be >= 1")
         if not 0.5 <= self.threshold <= 1.0:
             raise ValueError("threshold must be in [0.5, 1]")
-        if self.rule not in ("beta", "lead"):
-            raise ValueError("rule must be beta or lead")
+        check_rule(self.rule, self.alpha)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         samples: list[Candidate] = []
@@ -88,21 +77,14 @@ class AdaptiveConsistency(Strategy):
             votes = tally(s.answer for s in samples if s.finished)
             stop, p = self.settled(votes, self.max_n - len(samples))
             vote_node = note_votes(
-                ctx, votes, len(samples), parent=round_node, p_majority=round(p, 4), stop=stop
+                ctx, votes, len(samples), parent=round_node, p_settled=round(p, 4), stop=stop
             )
             if stop:
                 break
         return self._result(samples, vote_node)
 
     def settled(self, votes: Tally, remaining: int) -> tuple[str | None, float]:
-        """Why to stop now ("lead" or "beta"), or None; and the Beta probability."""
-        a, b = top_two(votes)
-        p = beta_settled(a, b)
-        if a > 0 and a - b > remaining:
-            return "lead", p
-        if self.rule == "beta" and a > 0 and p >= self.threshold:
-            return "beta", p
-        return None, p
+        return settled(votes, remaining, self.rule, self.threshold, self.alpha)
 
     def _result(self, samples: list[Candidate], vote_node: str | None) -> Result:
         pool = [s for s in samples if s.finished and s.answer] or [s for s in samples if s.answer] or samples

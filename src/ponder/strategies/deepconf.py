@@ -9,8 +9,11 @@ Offline: sample n traces, keep the top eta% by trace confidence, confidence-weig
 Online: `warmup` traces are sampled in full; the threshold s is their (100 - eta)th
 percentile confidence. Later traces are generated in chunks of `chunk` tokens (prefill
 continuation) and stopped as soon as a full window's confidence falls below s: they cost
-only what they generated and do not vote. Sampling ends early when the leader's
-confidence-weighted share reaches `consensus` (0 turns that off), or at n traces.
+only what they generated and do not vote. Sampling ends early when the vote of the
+confident traces is settled (`consensus`, 0 turns that off): by default when the leader's
+confidence-weighted share reaches it (the paper's rule), or by another `ponder.stopping`
+rule (`stop=predictive`: more traces are unlikely to change the answer); and when the
+leader's lead in traces exceeds the traces left. At the latest, at n traces.
 
 When an engine gives no top-k alternatives, the token confidence is the chosen token's
 probability (exp logprob; still higher = more confident). With no logprobs at all the
@@ -26,6 +29,7 @@ from typing import Literal
 from ponder.context import Candidate, Context
 from ponder.engines.base import Completion, FinishReason, TokenLogprob
 from ponder.problem import Problem
+from ponder.stopping import StopRule, check_rule, settled
 from ponder.strategies.base import Result, Strategy
 from ponder.strategies.budget_forcing import continue_generation
 from ponder.strategies.self_consistency import note_votes
@@ -97,7 +101,13 @@ class DeepConf(Strategy):
     batch: int = field(default=4, metadata={"help": "online: traces per round after warmup"})
     chunk: int = field(default=48, metadata={"help": "online: tokens generated between confidence checks"})
     consensus: float = field(
-        default=0.95, metadata={"help": "online: stop when the leader's weighted share >= this (0: off)"}
+        default=0.95, metadata={"help": "online: stop when P(settled) >= this (0: off; see stop)"}
+    )
+    stop: StopRule = field(
+        default="share",
+        metadata={
+            "help": "online: share (the leader's weighted share, the paper's) or a ponder.stopping rule"
+        },
     )
     window: int = field(default=32, metadata={"help": "tokens per confidence group"})
     top_k: int = field(default=5, metadata={"help": "top logprobs per token for the confidence"})
@@ -113,6 +123,7 @@ class DeepConf(Strategy):
             raise ValueError("top_k must be >= 2 (the confidence compares alternatives)")
         if self.mode not in ("online", "offline"):
             raise ValueError("mode must be online or offline")
+        check_rule(self.stop)
 
     def confidence(self, candidate: Candidate) -> float | None:
         return self._trace_confidence(candidate.completion.logprobs)
@@ -147,7 +158,7 @@ class DeepConf(Strategy):
         rounds = 0
         vote_node = self._tally_node(ctx, traces, confs, threshold, warm_node)
         while len(traces) < self.n and not ctx.meter.exhausted():
-            if self.consensus and self._leader_share(traces, confs, threshold) >= self.consensus:
+            if self.consensus and self._settled(traces, confs, threshold):
                 break
             rounds += 1
             k = min(self.batch, self.n - len(traces))
@@ -235,9 +246,14 @@ class DeepConf(Strategy):
             pool = sorted(sorted(pool, key=lambda itc: -itc[2])[:keep])  # back in generation order
         return [(t, c) for _, t, c in pool]
 
-    def _leader_share(self, traces: list[Candidate], confs: list[float | None], threshold: float) -> float:
+    def _settled(self, traces: list[Candidate], confs: list[float | None], threshold: float) -> bool:
+        """Whether the confident traces' vote is settled (ponder.stopping), so the traces
+        still allowed need not be sampled."""
         pool = self._voters(traces, confs, threshold)
-        return tally((t.answer for t, _ in pool), (w for _, w in pool)).share() if pool else 0.0
+        answers = [t.answer for t, _ in pool]
+        weighted = tally(answers, (w for _, w in pool))
+        stop, _ = settled(tally(answers), self.n - len(traces), self.stop, self.consensus, weighted=weighted)
+        return stop is not None
 
     def _tally_node(
         self,

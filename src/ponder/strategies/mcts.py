@@ -7,7 +7,8 @@ LLM reasoning by rStar and optillm's mcts). Each iteration:
    each scored; the best-scored new step becomes the leaf;
 3. evaluate: the leaf's value is its step score ("score"), or a rollout to the end of the
    solution scored by the scorer ("rollout") or by how many earlier rollouts reached the
-   same answer ("agreement"); a leaf is valued once, a finished one keeps its value;
+   same answer ("agreement"); a leaf is valued once, except that an agreement value is
+   re-read on every visit (later rollouts change how many agree with it);
 4. back up: every node from the leaf to the root gets one more visit and the value.
 
 So the root's visits equal the iterations run, and a node's visits are the sum of its
@@ -165,7 +166,12 @@ class _Search:
     async def evaluate(self, leaf: Node, *, seed: int) -> float:
         if leaf.estimate is None:
             leaf.estimate = await self._estimate(leaf, seed)
+        elif self.mcts.value == "agreement" and leaf.solution is not None:
+            leaf.estimate = self._agreement(self.steps.answer(self.problem, leaf.solution))
         return leaf.estimate
+
+    def _agreement(self, answer: str | None) -> float:
+        return self.answers.count(answer) / len(self.answers) if answer and self.answers else 0.0
 
     async def _estimate(self, leaf: Node, seed: int) -> float:
         path = leaf.path
@@ -177,9 +183,7 @@ class _Search:
         leaf.solution = solution
         answer = self.steps.answer(self.problem, solution)
         self.answers.append(answer)
-        if self.mcts.value == "agreement":
-            return self.answers.count(answer) / len(self.answers) if answer else 0.0
-        return solution.score
+        return self._agreement(answer) if self.mcts.value == "agreement" else solution.score
 
     async def _rollout(self, path: Path, seed: int) -> Path | None:
         """Finish the solution from `path` in one sample, written as a "sample" node under it."""

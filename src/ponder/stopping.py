@@ -1,0 +1,101 @@
+"""When to stop sampling for a vote: the rules adaptive-consistency and deepconf share.
+
+Each rule turns the votes so far and the samples still allowed into P(settled); sampling
+stops once that reaches a threshold (and the leader has at least two votes), or at once
+when the leader can no longer lose (its lead exceeds the samples left: more samples cannot
+change the answer).
+
+- `predictive`: P(the current leader is still the majority once all the remaining samples
+  are in), under the Dirichlet-process posterior predictive of those samples (a Polya urn:
+  each further vote repeats a past answer in proportion to its count, or is a new answer
+  with weight `alpha`), estimated by seeded simulation. It asks the question that matters
+  when the baseline is a fixed vote over all samples (will more samples change its
+  answer?): it weighs every answer, not just the top two, and how many samples are left;
+  with one sample left it is the exact lead rule.
+- `beta` (Aggarwal et al. 2023, Adaptive-Consistency's default): the leader's share among
+  the top two answers is p ~ Beta(a+1, b+1) (uniform prior); P(settled) = P(p > 1/2) =
+  P(Binomial(a + b + 1, 1/2) <= a), exact for whole counts. It ignores the samples left
+  and every answer but the top two.
+- `share` (DeepConf's consensus): the leader's share of the (weighted) vote.
+- `lead`: only the cannot-lose test.
+"""
+
+from __future__ import annotations
+
+import random
+from math import comb
+from typing import Literal, get_args
+
+from ponder.vote import Tally
+
+StopRule = Literal["predictive", "beta", "share", "lead"]
+
+
+def check_rule(rule: str, alpha: float = 1.0) -> None:
+    if rule not in get_args(StopRule):
+        raise ValueError(f"rule must be one of {', '.join(get_args(StopRule))}")
+    if alpha <= 0:
+        raise ValueError("alpha must be > 0")
+
+
+def settled(
+    votes: Tally,
+    remaining: int,
+    rule: StopRule,
+    threshold: float,
+    alpha: float = 1.0,
+    weighted: Tally | None = None,
+) -> tuple[str | None, float]:
+    """Why to stop now ("lead", or the rule's name), or None; and P(settled). `votes` are
+    counts (one per sample); `weighted`, when the vote is weighted, is what `share` reads."""
+    a, b = top_two(votes)
+    if rule == "predictive":
+        p = leader_holds([round(v) for v in votes.totals.values()], remaining, alpha)
+    elif rule == "share":
+        p = (weighted or votes).share()
+    else:
+        p = beta_settled(a, b)
+    if a > 0 and a - b > remaining:
+        return "lead", p
+    if rule != "lead" and a >= 2 and p >= threshold:  # one vote is no consensus
+        return rule, p
+    return None, p
+
+
+def leader_holds(counts: list[int], remaining: int, alpha: float = 1.0, sims: int = 2000) -> float:
+    """P(the first-seen largest count is still the first-seen largest after `remaining` more
+    votes drawn from a Polya urn with new-answer weight `alpha`). Seeded by its inputs, so a
+    decision is reproducible."""
+    if not any(counts):
+        return 0.0
+    leader = counts.index(max(counts))
+    if remaining <= 0:
+        return 1.0
+    rng = random.Random(hash((tuple(counts), remaining, alpha)))
+    start = [i for i, k in enumerate(counts) for _ in range(k)]
+    holds = 0
+    for _ in range(sims):
+        final, urn = list(counts), list(start)
+        for _ in range(remaining):
+            u = rng.random() * (len(urn) + alpha)
+            if u < len(urn):
+                i = urn[int(u)]
+            else:
+                i = len(final)
+                final.append(0)
+            final[i] += 1
+            urn.append(i)
+        holds += final.index(max(final)) == leader
+    return holds / sims
+
+
+def beta_settled(a: float, b: float) -> float:
+    """P(the leader's true share among the top two exceeds 1/2) under Beta(a+1, b+1)."""
+    a_, b_ = round(a), round(b)
+    n = a_ + b_ + 1
+    return sum(comb(n, k) for k in range(a_ + 1)) / 2**n
+
+
+def top_two(votes: Tally) -> tuple[float, float]:
+    ranked = [*sorted(votes.totals.values(), reverse=True), 0.0, 0.0]
+    return ranked[0], ranked[1]
