@@ -112,7 +112,7 @@ def test_deadline_returns_best_so_far(tmp_path: Path) -> None:
         "--samples",
         "64",
         "--budget",
-        "2s",
+        "3s",  # room for the first samples to say something on a loaded machine
         "--json",
         home=tmp_path,
     )
@@ -121,7 +121,7 @@ def test_deadline_returns_best_so_far(tmp_path: Path) -> None:
     out = json.loads(result.stdout)
     assert out["stopped_by"] == "seconds"
     assert out["answer"]
-    assert out["usage"]["seconds"] < 2.5  # the budget holds inside the request
+    assert out["usage"]["seconds"] < 3.5  # the budget holds inside the request
     assert wall < 15  # and the process as a whole does not hang (generous: loaded CI machine)
 
 

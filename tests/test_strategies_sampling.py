@@ -263,10 +263,10 @@ def test_predictive_rule_edges() -> None:
 
 async def test_adaptive_consistency_stops_early_when_unanimous() -> None:
     engine = ScriptedEngine(["Answer: 6"])
-    answer, nodes = await run(AdaptiveConsistency(max_n=16), engine)  # predictive, 0.7, rounds of 2
+    answer, nodes = await run(AdaptiveConsistency(max_n=16), engine)  # predictive, 0.8, rounds of 2
     assert sum(r.n for r in engine.calls) == 2 and answer.answer == "6"
     (vote,) = [n for n in nodes if n.kind == "vote"]
-    assert vote.meta["stop"] == "predictive" and 0.7 <= vote.meta["p_settled"] < 1.0
+    assert vote.meta["stop"] == "predictive" and 0.8 <= vote.meta["p_settled"] < 1.0
 
 
 async def test_adaptive_consistency_beta_rule_needs_four_unanimous_votes() -> None:

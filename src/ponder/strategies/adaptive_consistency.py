@@ -36,7 +36,7 @@ class AdaptiveConsistency(Strategy):
 
     max_n: int = field(default=16, metadata={"help": "most samples to draw"})
     batch: int = field(default=2, metadata={"help": "samples per round (drawn in parallel)"})
-    threshold: float = field(default=0.7, metadata={"help": "stop when P(settled) >= this (see rule)"})
+    threshold: float = field(default=0.8, metadata={"help": "stop when P(settled) >= this (see rule)"})
     rule: StopRule = field(
         default="predictive",
         metadata={

@@ -10,10 +10,12 @@ Online: `warmup` traces are sampled in full; the threshold s is their (100 - eta
 percentile confidence. Later traces are generated in chunks of `chunk` tokens (prefill
 continuation) and stopped as soon as a full window's confidence falls below s: they cost
 only what they generated and do not vote. Sampling ends early when the vote of the
-confident traces is settled (`consensus`, 0 turns that off): by default when the leader's
-confidence-weighted share reaches it (the paper's rule), or by another `ponder.stopping`
-rule (`stop=predictive`: more traces are unlikely to change the answer); and when the
-leader's lead in traces exceeds the traces left. At the latest, at n traces.
+confident traces is settled (`consensus`, 0 turns that off) by a `ponder.stopping` rule:
+by default `predictive` (more traces are unlikely to change the answer), or the paper's
+`share` (the leader's confidence-weighted share; `stop=share,consensus=0.95,batch=4` is
+its online setting); and when the leader's lead in traces exceeds the traces left. At the
+latest, at n traces. With 16 traces, not the paper's 512, a 0.95 share is near unanimity,
+which a small model's traces rarely reach (measured in docs/results/early-stop).
 
 When an engine gives no top-k alternatives, the token confidence is the chosen token's
 probability (exp logprob; still higher = more confident). With no logprobs at all the
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ponder.context import Candidate, Context
 from ponder.engines.base import Completion, FinishReason, TokenLogprob
@@ -98,13 +100,13 @@ class DeepConf(Strategy):
         default=90.0, metadata={"help": "keep the top eta% most confident traces (10 = aggressive)"}
     )
     warmup: int = field(default=4, metadata={"help": "online: traces sampled in full to set the threshold"})
-    batch: int = field(default=4, metadata={"help": "online: traces per round after warmup"})
+    batch: int = field(default=2, metadata={"help": "online: traces per round after warmup"})
     chunk: int = field(default=48, metadata={"help": "online: tokens generated between confidence checks"})
     consensus: float = field(
-        default=0.95, metadata={"help": "online: stop when P(settled) >= this (0: off; see stop)"}
+        default=0.8, metadata={"help": "online: stop when P(settled) >= this (0: off; see stop)"}
     )
     stop: StopRule = field(
-        default="share",
+        default="predictive",
         metadata={
             "help": "online: share (the leader's weighted share, the paper's) or a ponder.stopping rule"
         },
@@ -125,6 +127,15 @@ class DeepConf(Strategy):
             raise ValueError("mode must be online or offline")
         check_rule(self.stop)
 
+    def _sampling(self) -> dict[str, Any]:
+        """Every trace and chunk: sampled, with the top-k logprobs the confidence needs."""
+        return {
+            "logprobs": True,
+            "top_logprobs": self.top_k,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+        }
+
     def confidence(self, candidate: Candidate) -> float | None:
         return self._trace_confidence(candidate.completion.logprobs)
 
@@ -141,10 +152,7 @@ class DeepConf(Strategy):
             first,
             parent=warm_node,
             seed=ctx.seed,
-            logprobs=True,
-            top_logprobs=self.top_k,
-            temperature=self.temperature,
-            top_p=self.top_p,
+            **self._sampling(),
         )
         confs = [self.confidence(t) for t in traces]
         known = [c for c in confs if c is not None]
@@ -185,10 +193,7 @@ class DeepConf(Strategy):
                     prefill=t.text,
                     max_tokens=min(self.chunk, ctx.max_tokens - t.tokens),
                     seed=ctx.seed + t.index + 7919 * step,
-                    logprobs=True,
-                    top_logprobs=self.top_k,
-                    temperature=self.temperature,
-                    top_p=self.top_p,
+                    **self._sampling(),
                 )
                 for t in todo
             ]
