@@ -69,8 +69,9 @@ def leader_holds(counts: list[int], remaining: int, alpha: float = 1.0, sims: in
     if not any(counts):
         return 0.0
     leader = counts.index(max(counts))
-    if remaining <= 0:
-        return 1.0
+    runner_up = max((k for i, k in enumerate(counts) if i != leader), default=0)
+    if counts[leader] - runner_up > remaining:
+        return 1.0  # no draw can overturn it: no need to simulate
     rng = random.Random(hash((tuple(counts), remaining, alpha)))
     start = [i for i, k in enumerate(counts) for _ in range(k)]
     holds = 0
