@@ -4,13 +4,13 @@ On a seeded reasoning-gym task where voting helps the bundled model (single-digi
 `products`), run side by side in one process, on one engine:
 
 - `direct` (greedy) and `self-consistency:n=16` (the baseline to match),
-- `adaptive-consistency` at its defaults (predictive rule, threshold 0.8, rounds of 2),
-- `deepconf` online at its defaults (warmup 4, eta 90, predictive rule at 0.8, rounds of 2)
+- `adaptive-consistency` at its defaults (gain rule, threshold 0.96, rounds of 2),
+- `deepconf` online at its defaults (warmup 4, eta 90, gain rule at 0.96, rounds of 2)
   and as in the paper (weighted-share consensus 0.95, rounds of 4),
 
 and report accuracy and generated tokens, plus the accuracy-versus-tokens curves:
-self-consistency at n = 1, 2, 4, 8, 16 and adaptive-consistency (predictive and Beta rules,
-rounds of 1, 2, 4, several thresholds) are replayed from the self-consistency run's own
+self-consistency at n = 1, 2, 4, 8, 16 and adaptive-consistency (gain, predictive and Beta
+rules, rounds of 1, 2, 4, several thresholds) are replayed from the self-consistency run's own
 samples (adaptive-consistency draws seeds seed, seed+1, ... so its samples are a prefix of
 self-consistency's; the replay is exact up to batched-decoding noise), the other points are
 live runs. Saves a PNG plot (matplotlib Agg) and a JSON of every number (each live run's
@@ -35,6 +35,7 @@ import reasoning_gym
 from ponder import athink
 from ponder.engines.llamacpp import LlamaCppEngine
 from ponder.problem import Problem
+from ponder.stopping import StopRule
 from ponder.store import NodeRecord
 from ponder.strategies.adaptive_consistency import AdaptiveConsistency
 from ponder.vote import tally
@@ -43,12 +44,16 @@ SC = "self-consistency:n=16"
 LIVE = [
     "direct",
     SC,
-    "adaptive-consistency",  # max_n=16, batch=2, rule=predictive, threshold=0.8
-    "deepconf",  # online: n=16, warmup=4, batch=2, eta=90, stop=predictive, consensus=0.8
+    "adaptive-consistency",  # max_n=16, batch=2, rule=gain, threshold=0.96
+    "deepconf",  # online: n=16, warmup=4, batch=2, eta=90, stop=gain, consensus=0.96
     "deepconf:batch=4,consensus=0.95,stop=share",  # the paper's online setting
 ]
 REPLAY_N = [1, 2, 4, 8, 16]
-REPLAY_THRESHOLDS = [0.6, 0.7, 0.8, 0.9, 0.95, 0.99]
+REPLAY_THRESHOLDS: dict[StopRule, list[float]] = {
+    "gain": [0.9, 0.93, 0.95, 0.96, 0.97, 0.98, 0.99],
+    "predictive": [0.6, 0.7, 0.8, 0.9, 0.95, 0.99],
+    "beta": [0.6, 0.7, 0.8, 0.9, 0.95, 0.99],
+}
 REPLAY_BATCHES = [1, 2, 4]
 
 
@@ -288,9 +293,9 @@ def main() -> None:
     for k in REPLAY_N:
         acc, tpq = replay_sc(pool, data, items, k)
         rows.append(replayed(f"self-consistency:n={k}", acc, tpq, k, curve="self-consistency n=1..16"))
-    for rule in ("predictive", "beta"):
+    for rule, thresholds in REPLAY_THRESHOLDS.items():
         for batch in REPLAY_BATCHES:
-            for thr in REPLAY_THRESHOLDS:
+            for thr in thresholds:
                 ac = AdaptiveConsistency(max_n=16, batch=batch, threshold=thr, rule=rule)
                 curve = f"adaptive-consistency rule={rule}, batch={batch}"
                 rows.append(replayed(ac.spec(), *replay_ac(pool, data, items, ac), curve=curve))
@@ -339,8 +344,8 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         if r.get("curve"):
             curves.setdefault(r["curve"], []).append(r)
     for name, points in curves.items():
-        if "batch=4" in name:
-            continue  # rounds of 4 are dominated by rounds of 2; in the JSON
+        if "batch=4" in name or "batch=1" in name:
+            continue  # rounds of 1 and 4 are in the JSON and the table; the plot shows rounds of 2
         points = sorted(points, key=lambda r: r["tokens_per_q"])
         ax.plot(
             [r["tokens_per_q"] for r in points],

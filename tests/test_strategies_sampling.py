@@ -25,7 +25,7 @@ from ponder.engines.base import (
 )
 from ponder.extract import extract_answer
 from ponder.problem import Problem
-from ponder.stopping import beta_settled, leader_holds
+from ponder.stopping import beta_settled, expected_gain, leader_holds
 from ponder.store import NodeRecord
 from ponder.strategies import REGISTRY, parse_strategy
 from ponder.strategies.adaptive_consistency import AdaptiveConsistency
@@ -230,16 +230,23 @@ def test_beta_rule_matches_the_paper() -> None:
     assert beta_settled(2, 2) == pytest.approx(0.5)
 
 
-def exact_leader_holds(counts: tuple[int, ...], remaining: int, alpha: float) -> float:
-    """The Polya urn by enumeration (small cases only): the oracle for the simulation."""
+def exact_urn(
+    counts: tuple[int, ...], remaining: int, alpha: float, value: Callable[[tuple[int, ...]], float]
+) -> float:
+    """E[value(final counts)] by enumerating the Polya urn (small cases only): the oracle for
+    the rules' simulations. The current leader is at index 0."""
     if remaining == 0:
-        return float(counts.index(max(counts)) == 0)
+        return value(counts)
     total = sum(counts) + alpha
-    p = alpha / total * exact_leader_holds((*counts, 1), remaining - 1, alpha)
+    e = alpha / total * exact_urn((*counts, 1), remaining - 1, alpha, value)
     for i, k in enumerate(counts):
         bumped = tuple(c + (j == i) for j, c in enumerate(counts))
-        p += k / total * exact_leader_holds(bumped, remaining - 1, alpha)
-    return p
+        e += k / total * exact_urn(bumped, remaining - 1, alpha, value)
+    return e
+
+
+def exact_leader_holds(counts: tuple[int, ...], remaining: int, alpha: float) -> float:
+    return exact_urn(counts, remaining, alpha, lambda final: float(final.index(max(final)) == 0))
 
 
 @pytest.mark.parametrize(
@@ -261,12 +268,38 @@ def test_predictive_rule_edges() -> None:
     assert more_left == sorted(more_left, reverse=True) and more_left[-1] < 1.0
 
 
+def exact_gain(counts: tuple[int, ...], remaining: int, alpha: float) -> float:
+    total = sum(counts) + remaining
+    return exact_urn(counts, remaining, alpha, lambda final: (max(final) - final[0]) / total)
+
+
+@pytest.mark.parametrize(
+    ("counts", "remaining", "alpha"),
+    [((1, 1), 1, 1.0), ((2, 1), 4, 1.0), ((3,), 5, 1.0), ((3, 2, 1), 6, 0.5), ((2, 2, 1), 5, 2.0)],
+)
+def test_gain_rule_matches_the_exact_urn(counts: tuple[int, ...], remaining: int, alpha: float) -> None:
+    exact = exact_gain(counts, remaining, alpha)
+    assert expected_gain(list(counts), remaining, alpha) == pytest.approx(exact, abs=0.01)
+
+
+def test_gain_rule_stops_on_a_scattered_vote_and_samples_on_in_a_close_race() -> None:
+    """Where gain and predictive part: scattered answers may well change the leader (the
+    predictive rule samples on), but only to another rare answer (gain stops); a close
+    two-way race is worth more samples under both."""
+    for counts, left in (([2, 1, 1, 1, 1, 1, 1, 1, 1, 1], 4), ([3, 2, 1, 1, 1, 1], 6)):
+        assert 1 - expected_gain(counts, left) >= 0.96 and leader_holds(counts, left) < 0.8
+    for counts, left in (([4, 3], 9), ([3, 3], 10)):
+        assert 1 - expected_gain(counts, left) < 0.96 and leader_holds(counts, left) < 0.8
+    assert expected_gain([5, 1], 3) == 0.0 and expected_gain([], 4) == 1.0
+    assert expected_gain([2, 1], 13) == expected_gain([2, 1], 13)  # seeded: decisions reproduce
+
+
 async def test_adaptive_consistency_stops_early_when_unanimous() -> None:
     engine = ScriptedEngine(["Answer: 6"])
-    answer, nodes = await run(AdaptiveConsistency(max_n=16), engine)  # predictive, 0.8, rounds of 2
+    answer, nodes = await run(AdaptiveConsistency(max_n=16), engine)  # gain, 0.96, rounds of 2
     assert sum(r.n for r in engine.calls) == 2 and answer.answer == "6"
     (vote,) = [n for n in nodes if n.kind == "vote"]
-    assert vote.meta["stop"] == "predictive" and 0.8 <= vote.meta["p_settled"] < 1.0
+    assert vote.meta["stop"] == "gain" and 0.96 <= vote.meta["p_settled"] < 1.0
 
 
 async def test_adaptive_consistency_beta_rule_needs_four_unanimous_votes() -> None:
@@ -528,8 +561,8 @@ def test_strategies_command_lists_every_strategy_with_parameters() -> None:
     ac = {p["name"]: p for p in listed["adaptive-consistency"]["parameters"]}
     assert ac["rule"] == {
         "name": "rule",
-        "type": "predictive|beta|share|lead",
-        "default": "predictive",
+        "type": "gain|predictive|beta|share|lead",
+        "default": "gain",
         "help": ac["rule"]["help"],
     }
     assert ac["max_n"]["default"] == 16 and ac["max_n"]["help"]

@@ -12,6 +12,14 @@ change the answer).
   when the baseline is a fixed vote over all samples (will more samples change its
   answer?): it weighs every answer, not just the top two, and how many samples are left;
   with one sample left it is the exact lead rule.
+- `gain`: 1 - the expected rise in the chosen answer's vote share if sampling went on to
+  the end, under the same Polya urn: E[share(final winner) - share(current leader)]. It
+  asks what a change would be worth, not only whether one happens: when the answers are
+  scattered, more samples may well change the leader, but to another answer about as rare,
+  so the vote is worth little either way and it stops; a strong rival closing in keeps it
+  sampling. (The vote share stands in for P(correct): voting only helps a model whose more
+  frequent answers are more often right.) Threshold 0.96: stop when going on is expected to
+  add less than 4 points of share.
 - `beta` (Aggarwal et al. 2023, Adaptive-Consistency's default): the leader's share among
   the top two answers is p ~ Beta(a+1, b+1) (uniform prior); P(settled) = P(p > 1/2) =
   P(Binomial(a + b + 1, 1/2) <= a), exact for whole counts. It ignores the samples left
@@ -23,12 +31,13 @@ change the answer).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from math import comb
 from typing import Literal, get_args
 
 from ponder.vote import Tally
 
-StopRule = Literal["predictive", "beta", "share", "lead"]
+StopRule = Literal["gain", "predictive", "beta", "share", "lead"]
 
 
 def check_rule(rule: str, alpha: float = 1.0) -> None:
@@ -51,6 +60,8 @@ def settled(
     a, b = top_two(votes)
     if rule == "predictive":
         p = leader_holds([round(v) for v in votes.totals.values()], remaining, alpha)
+    elif rule == "gain":
+        p = 1.0 - expected_gain([round(v) for v in votes.totals.values()], remaining, alpha)
     elif rule == "share":
         p = (weighted or votes).share()
     else:
@@ -64,17 +75,37 @@ def settled(
 
 def leader_holds(counts: list[int], remaining: int, alpha: float = 1.0, sims: int = 2000) -> float:
     """P(the first-seen largest count is still the first-seen largest after `remaining` more
-    votes drawn from a Polya urn with new-answer weight `alpha`). Seeded by its inputs, so a
-    decision is reproducible."""
+    votes drawn from a Polya urn with new-answer weight `alpha`)."""
     if not any(counts):
         return 0.0
     leader = counts.index(max(counts))
     runner_up = max((k for i, k in enumerate(counts) if i != leader), default=0)
     if counts[leader] - runner_up > remaining:
         return 1.0  # no draw can overturn it: no need to simulate
+    finals = polya_finals(counts, remaining, alpha, sims)
+    return sum(final.index(max(final)) == leader for final in finals) / sims
+
+
+def expected_gain(counts: list[int], remaining: int, alpha: float = 1.0, sims: int = 2000) -> float:
+    """E[final share of the final winner - final share of the current leader] after
+    `remaining` more votes from the Polya urn: 0 when the leader cannot lose."""
+    if not any(counts):
+        return 1.0
+    leader = counts.index(max(counts))
+    runner_up = max((k for i, k in enumerate(counts) if i != leader), default=0)
+    if counts[leader] - runner_up > remaining:
+        return 0.0
+    total = sum(counts) + remaining
+    finals = polya_finals(counts, remaining, alpha, sims)
+    return sum(max(final) - final[leader] for final in finals) / (total * sims)
+
+
+def polya_finals(counts: list[int], remaining: int, alpha: float, sims: int) -> Iterator[list[int]]:
+    """`sims` draws of the final counts after `remaining` more votes: each repeats a past
+    vote in proportion to its count, or is a new answer with weight `alpha`. Seeded by its
+    inputs, so a stopping decision is reproducible."""
     rng = random.Random(hash((tuple(counts), remaining, alpha)))
     start = [i for i, k in enumerate(counts) for _ in range(k)]
-    holds = 0
     for _ in range(sims):
         final, urn = list(counts), list(start)
         for _ in range(remaining):
@@ -86,8 +117,7 @@ def leader_holds(counts: list[int], remaining: int, alpha: float = 1.0, sims: in
                 final.append(0)
             final[i] += 1
             urn.append(i)
-        holds += final.index(max(final)) == leader
-    return holds / sims
+        yield final
 
 
 def beta_settled(a: float, b: float) -> float:

@@ -8,9 +8,10 @@ the vote is settled, so easy questions cost a few samples and hard ones up to `m
         if a - b > max_n - len(answers): stop     # the leader can no longer lose
         if P(settled | answers) >= threshold: stop
 
-"Settled" is one of the rules in `ponder.stopping`: `predictive` (default: P(the current
-leader is still the majority after all `max_n` samples)), `beta` (the paper's) or `lead`
-(only when the leader can no longer lose).
+"Settled" is one of the rules in `ponder.stopping`: `gain` (default: more samples are
+expected to raise the chosen answer's vote share by less than 1 - threshold, so they are not
+worth drawing), `predictive` (P(the current leader is still the majority after all `max_n`
+samples)), `beta` (the paper's) or `lead` (only when the leader can no longer lose).
 
 Samples with no extractable answer count toward max_n but not toward the vote.
 
@@ -36,15 +37,15 @@ class AdaptiveConsistency(Strategy):
 
     max_n: int = field(default=16, metadata={"help": "most samples to draw"})
     batch: int = field(default=2, metadata={"help": "samples per round (drawn in parallel)"})
-    threshold: float = field(default=0.8, metadata={"help": "stop when P(settled) >= this (see rule)"})
+    threshold: float = field(default=0.96, metadata={"help": "stop when the rule's score >= this (see rule)"})
     rule: StopRule = field(
-        default="predictive",
+        default="gain",
         metadata={
-            "help": "predictive: P(leader still wins at max_n); beta: the paper's Beta rule; "
-            "lead: only stop when the leader cannot lose"
+            "help": "gain: 1 - expected rise of the winner's share by max_n; predictive: P(leader "
+            "still wins at max_n); beta: the paper's Beta rule; lead: only when the leader cannot lose"
         },
     )
-    alpha: float = field(default=1.0, metadata={"help": "predictive: weight of a not-yet-seen answer"})
+    alpha: float = field(default=1.0, metadata={"help": "gain, predictive: weight of a not-yet-seen answer"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
 

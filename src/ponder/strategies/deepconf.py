@@ -11,7 +11,7 @@ percentile confidence. Later traces are generated in chunks of `chunk` tokens (p
 continuation) and stopped as soon as a full window's confidence falls below s: they cost
 only what they generated and do not vote. Sampling ends early when the vote of the
 confident traces is settled (`consensus`, 0 turns that off) by a `ponder.stopping` rule:
-by default `predictive` (more traces are unlikely to change the answer), or the paper's
+by default `gain` (more traces are unlikely to raise the answer's share), or the paper's
 `share` (the leader's confidence-weighted share; `stop=share,consensus=0.95,batch=4` is
 its online setting); and when the leader's lead in traces exceeds the traces left. At the
 latest, at n traces. With 16 traces, not the paper's 512, a 0.95 share is near unanimity,
@@ -103,10 +103,10 @@ class DeepConf(Strategy):
     batch: int = field(default=2, metadata={"help": "online: traces per round after warmup"})
     chunk: int = field(default=48, metadata={"help": "online: tokens generated between confidence checks"})
     consensus: float = field(
-        default=0.8, metadata={"help": "online: stop when P(settled) >= this (0: off; see stop)"}
+        default=0.96, metadata={"help": "online: stop when the rule's score >= this (0: off; see stop)"}
     )
     stop: StopRule = field(
-        default="predictive",
+        default="gain",
         metadata={
             "help": "online: share (the leader's weighted share, the paper's) or a ponder.stopping rule"
         },
