@@ -4,7 +4,8 @@ On a seeded reasoning-gym task where voting helps the bundled model (single-digi
 `products`), run side by side in one process, on one engine:
 
 - `direct` (greedy) and `self-consistency:n=16` (the baseline to match),
-- `adaptive-consistency` at its defaults (gain rule, threshold 0.96, rounds of 2),
+- `adaptive-consistency` at its defaults (the greedy answer as first vote, gain rule,
+  threshold 0.96, rounds of 2),
 - `deepconf` online at its defaults (warmup 4, eta 90, gain rule at 0.96, rounds of 2)
   and as in the paper (weighted-share consensus 0.95, rounds of 4),
 
@@ -12,12 +13,16 @@ and report accuracy and generated tokens, plus the accuracy-versus-tokens curves
 self-consistency at n = 1, 2, 4, 8, 16 and adaptive-consistency (gain, predictive and Beta
 rules, rounds of 1, 2, 4, several thresholds) are replayed from the self-consistency run's own
 samples (adaptive-consistency draws seeds seed, seed+1, ... so its samples are a prefix of
-self-consistency's; the replay is exact up to batched-decoding noise), the other points are
-live runs. Saves a PNG plot (matplotlib Agg) and a JSON of every number (each live run's
-samples included, so `--replay` can redraw the curves without the model).
+self-consistency's; its greedy first vote is the `direct` run's answer; the replay is exact up
+to batched-decoding noise), the other points are live runs. Every row has the paired 95%
+interval of its difference from SC-16 (for replays, the noise of the question sample
+alone). Saves the table, a PNG plot (matplotlib Agg) and a JSON of every number (each live
+run's samples included, so `--replay` can redraw the curves without the model, and pool
+several seeds' runs into one table).
 
     python benchmarks/early_stop.py --size 200 --out /tmp/early_stop
     python benchmarks/early_stop.py --replay /tmp/early_stop/early_stop.json --out /tmp/again
+    python benchmarks/early_stop.py --replay seed7/early_stop.json seed13/early_stop.json --out /tmp/pooled
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ REPLAY_BATCHES = [1, 2, 4]
 class Item:
     problem: Problem
     entry: dict[str, Any]
+    data: Any  # the reasoning-gym dataset: its scorer grades this item
 
 
 @dataclass
@@ -73,26 +79,25 @@ class Outcome:
     samples: list[tuple[int, str | None, int]] = field(default_factory=list)  # (index, answer, tokens)
 
 
-def load_items(task: str, size: int, seed: int, config: dict[str, Any]) -> tuple[Any, list[Item]]:
+def load_items(task: str, size: int, seed: int, config: dict[str, Any]) -> list[Item]:
     data = reasoning_gym.create_dataset(task, size=size, seed=seed, **config)
-    items = [
-        Item(Problem(e["question"], format="number", gold=str(e["answer"]), id=str(i)), e)
+    return [
+        Item(Problem(e["question"], format="number", gold=str(e["answer"]), id=f"{seed}/{i}"), e, data)
         for i, e in enumerate(data)
     ]
-    return data, items
 
 
-def grade(data: Any, item: Item, answer: str | None) -> bool:
+def grade(item: Item, answer: str | None) -> bool:
     if answer is None:
         return False
     try:
-        return float(data.score_answer(answer, item.entry)) >= 1.0
+        return float(item.data.score_answer(answer, item.entry)) >= 1.0
     except Exception:  # a scorer choking on model output is a wrong answer
         return False
 
 
 async def run_live(
-    spec: str, data: Any, items: list[Item], engine: LlamaCppEngine, args: argparse.Namespace
+    spec: str, items: list[Item], engine: LlamaCppEngine, args: argparse.Namespace
 ) -> list[Outcome]:
     gate = asyncio.Semaphore(args.concurrency)
 
@@ -114,7 +119,7 @@ async def run_live(
             ]
             return Outcome(
                 answer.answer,
-                grade(data, item, answer.answer),
+                grade(item, answer.answer),
                 answer.usage.completion_tokens,
                 answer.usage.prompt_tokens,
                 answer.usage.seconds,
@@ -143,45 +148,86 @@ def voted(node: NodeRecord) -> bool:
 Pool = list[list[tuple[int, str | None, int]]]  # per question: (index, answer, tokens) per sample
 
 
-def replay_sc(pool: Pool, data: Any, items: list[Item], n: int) -> tuple[float, float]:
-    """Self-consistency with the first n of the recorded 16 samples: (accuracy, tokens/question)."""
-    correct, tokens = 0, 0
+def replay_sc(pool: Pool, items: list[Item], n: int) -> tuple[list[bool], float]:
+    """Self-consistency with the first n of the recorded 16 samples: (correct per question,
+    tokens/question)."""
+    correct, tokens = [], 0
     for item, samples in zip(items, pool, strict=True):
         used = samples[:n]
-        correct += grade(data, item, tally(a for _, a, _ in used).winner)
+        correct.append(grade(item, tally(a for _, a, _ in used).winner))
         tokens += sum(t for _, _, t in used)
-    return correct / len(items), tokens / len(items)
+    return correct, tokens / len(items)
 
 
 def replay_ac(
-    pool: Pool, data: Any, items: list[Item], strategy: AdaptiveConsistency
-) -> tuple[float, float, float]:
-    """Adaptive-consistency's stopping rule over the recorded samples: (acc, tokens/q, samples/q)."""
-    correct, tokens, drawn = 0, 0, 0
-    for item, samples in zip(items, pool, strict=True):
+    pool: Pool, items: list[Item], strategy: AdaptiveConsistency, greedy: Pool | None = None
+) -> tuple[list[bool], float, float]:
+    """Adaptive-consistency's stopping rule over the recorded samples (after the `direct`
+    run's greedy answer, when the strategy votes it first): (correct per question,
+    tokens/question, samples/question)."""
+    if strategy.greedy and greedy is None:
+        raise ValueError("a greedy-first replay needs the live `direct` run")
+    correct, tokens, drawn = [], 0, 0
+    for q, (item, samples) in enumerate(zip(items, pool, strict=True)):
+        if greedy is not None and strategy.greedy:
+            samples = (greedy[q] + samples)[: strategy.max_n]
         used = samples[: strategy.batch]
         while len(used) < len(samples):
             stop, _ = strategy.settled(tally(a for _, a, _ in used), strategy.max_n - len(used))
             if stop:
                 break
             used = samples[: len(used) + strategy.batch]
-        correct += grade(data, item, tally(a for _, a, _ in used).winner)
+        correct.append(grade(item, tally(a for _, a, _ in used).winner))
         tokens += sum(t for _, _, t in used)
         drawn += len(used)
     n = len(items)
-    return correct / n, tokens / n, drawn / n
+    return correct, tokens / n, drawn / n
 
 
-def paired_ci95(base: list[Outcome], other: list[Outcome]) -> float:
-    """Half-width, in points, of the 95% interval of the accuracy difference between two live
-    runs on the same questions (paired: only questions where one is right and the other
-    wrong count). Live samples differ from run to run (batched decoding is not bit-exact),
-    so even two runs of one strategy differ by about this much."""
+def paired_ci95(base: list[bool], other: list[bool]) -> float:
+    """Half-width, in points, of the 95% interval of the accuracy difference between two
+    strategies on the same questions (paired: only questions where one is right and the other
+    wrong count). Replays share their samples, so this is the noise of the question sample
+    alone; live samples also differ from run to run (batched decoding is not bit-exact), so
+    even two live runs of one strategy differ by about a live row's interval."""
     n = len(base)
-    diffs = [int(o.correct) - int(b.correct) for b, o in zip(base, other, strict=True)]
+    diffs = [int(o) - int(b) for b, o in zip(base, other, strict=True)]
     mean = sum(diffs) / n
     var = sum((d - mean) ** 2 for d in diffs) / max(1, n - 1)
     return 100 * 1.96 * (var / n) ** 0.5
+
+
+def load_runs(
+    paths: list[Path],
+) -> tuple[dict[str, Any], list[Item], dict[str, list[Outcome]], dict[str, float]]:
+    """Earlier runs' JSON, pooled: one task and config, their questions (each run's seeds)
+    one after another; the live strategies all runs have."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    head = runs[0]
+    if any(
+        (r["task"], r["config"], r["max_tokens"]) != (head["task"], head["config"], head["max_tokens"])
+        for r in runs
+    ):
+        raise SystemExit("--replay: the runs must share task, config and max_tokens")
+    parts = [part for r in runs for part in r.get("parts") or [{"seed": r["seed"], "size": r["size"]}]]
+    items = [
+        i for part in parts for i in load_items(head["task"], part["size"], part["seed"], head["config"])
+    ]
+    specs = [s for s in head["outcomes"] if all(s in r["outcomes"] for r in runs)]
+    live = {
+        spec: [
+            Outcome(**{**o, "samples": [tuple(x) for x in o["samples"]]})
+            for r in runs
+            for o in r["outcomes"][spec]
+        ]
+        for spec in specs
+    }
+    wall = {
+        spec: sum(next(row["seconds"] for row in r["rows"] if row["strategy"] == spec) for r in runs)
+        for spec in specs
+    }
+    meta = {"task": head["task"], "config": head["config"], "max_tokens": head["max_tokens"], "parts": parts}
+    return meta, items, live, wall
 
 
 def main() -> None:
@@ -206,130 +252,139 @@ def main() -> None:
     parser.add_argument(
         "--replay",
         type=Path,
-        help="an earlier run's early_stop.json: reuse its live rows and samples, run nothing",
+        nargs="+",
+        help="earlier runs' early_stop.json: reuse their live rows and samples, run nothing; "
+        "several runs (other seeds) are pooled into one table",
     )
     args = parser.parse_args()
-    earlier: dict[str, Any] = {}
-    if args.replay:
-        earlier = json.loads(args.replay.read_text())
-        args.task, args.size, args.seed = earlier["task"], earlier["size"], earlier["seed"]
-        args.config, args.max_tokens = json.dumps(earlier["config"]), earlier["max_tokens"]
-
-    data, items = load_items(args.task, args.size, args.seed, json.loads(args.config))
-    specs = [s.strip() for s in args.strategies.split(";") if s.strip()]
-    if SC not in specs:
-        specs.insert(0, SC)
     args.out.mkdir(parents=True, exist_ok=True)
-    print(
-        f"{args.task} {args.config}: {len(items)} questions, seed {args.seed}, max_tokens {args.max_tokens}",
-        flush=True,
-    )
 
-    live: dict[str, list[Outcome]] = {}
-    wall: dict[str, float] = {}
-
-    async def run_all() -> None:
-        engine = LlamaCppEngine(n_threads=args.threads, max_batch=32)
-        for spec in specs:
-            start = time.monotonic()
-            live[spec] = await run_live(spec, data, items, engine, args)
-            wall[spec] = time.monotonic() - start
-            acc = sum(o.correct for o in live[spec]) / len(items)
-            toks = sum(o.tokens for o in live[spec])
-            print(f"  ran {spec:40s} acc {acc:6.1%}  tokens {toks:7d}  {wall[spec]:6.0f}s", flush=True)
-        await engine.aclose()
-
-    if earlier:
-        specs = list(earlier["outcomes"])
-        for spec in specs:
-            live[spec] = [
-                Outcome(**{**o, "samples": [tuple(x) for x in o["samples"]]})
-                for o in earlier["outcomes"][spec]
-            ]
-            wall[spec] = next(r["seconds"] for r in earlier["rows"] if r["strategy"] == spec)
+    live: dict[str, list[Outcome]]
+    wall: dict[str, float]
+    if args.replay:
+        meta, items, live, wall = load_runs(args.replay)
+        specs = list(live)
     else:
+        config = json.loads(args.config)
+        meta = {
+            "task": args.task,
+            "config": config,
+            "max_tokens": args.max_tokens,
+            "parts": [{"seed": args.seed, "size": args.size}],
+        }
+        items = load_items(args.task, args.size, args.seed, config)
+        specs = [s.strip() for s in args.strategies.split(";") if s.strip()]
+        if SC not in specs:
+            specs.insert(0, SC)
+    seeds = ", ".join(str(p["seed"]) for p in meta["parts"])
+    title = f"{meta['task']} {json.dumps(meta['config'])}: {len(items)} questions, seed {seeds}"
+    print(f"{title}, max_tokens {meta['max_tokens']}", flush=True)
+
+    if not args.replay:
+        live, wall = {}, {}
+
+        async def run_all() -> None:
+            engine = LlamaCppEngine(n_threads=args.threads, max_batch=32)
+            for spec in specs:
+                start = time.monotonic()
+                live[spec] = await run_live(spec, items, engine, args)
+                wall[spec] = time.monotonic() - start
+                acc = sum(o.correct for o in live[spec]) / len(items)
+                toks = sum(o.tokens for o in live[spec])
+                print(f"  ran {spec:40s} acc {acc:6.1%}  tokens {toks:7d}  {wall[spec]:6.0f}s", flush=True)
+            await engine.aclose()
+
         asyncio.run(run_all())
 
     n = len(items)
-    base = live[SC]
-    base_acc = sum(o.correct for o in base) / n
-    base_tokens = sum(o.tokens for o in base)
-    rows = []
-    for spec in specs:
-        outs = live[spec]
-        acc = sum(o.correct for o in outs) / n
-        tokens = sum(o.tokens for o in outs)
-        samples = sum(len(o.samples) for o in outs) / n
-        rows.append(
-            {
-                "strategy": spec,
-                "kind": "live",
-                "accuracy": acc,
-                "tokens": tokens,
-                "tokens_per_q": tokens / n,
-                "samples_per_q": samples,
-                "prompt_tokens": sum(o.prompt_tokens for o in outs),
-                "token_ratio": tokens / base_tokens,
-                "acc_delta_pts": 100 * (acc - base_acc),
-                "ci95_pts": paired_ci95(base, outs),
-                "seconds": wall[spec],
-            }
-        )
+    base = [o.correct for o in live[SC]]
+    base_tokens = sum(o.tokens for o in live[SC])
 
-    def replayed(spec: str, acc: float, tpq: float, spq: float, curve: str = "") -> dict[str, Any]:
+    def row(
+        spec: str, kind: str, correct: list[bool], tpq: float, spq: float, **extra: Any
+    ) -> dict[str, Any]:
+        acc = sum(correct) / n
         return {
             "strategy": spec,
-            "kind": "replay",
-            "curve": curve,
+            "kind": kind,
             "accuracy": acc,
             "tokens": tpq * n,
             "tokens_per_q": tpq,
             "samples_per_q": spq,
             "token_ratio": tpq * n / base_tokens,
-            "acc_delta_pts": 100 * (acc - base_acc),
+            "acc_delta_pts": 100 * (acc - sum(base) / n),
+            "ci95_pts": paired_ci95(base, correct),
+            **extra,
         }
 
-    pool: Pool = [o.samples for o in base]
+    rows = []
+    for spec in specs:
+        outs = live[spec]
+        rows.append(
+            row(
+                spec,
+                "live",
+                [o.correct for o in outs],
+                sum(o.tokens for o in outs) / n,
+                sum(len(o.samples) for o in outs) / n,
+                prompt_tokens=sum(o.prompt_tokens for o in outs),
+                seconds=wall[spec],
+            )
+        )
+    pool: Pool = [o.samples for o in live[SC]]
     for k in REPLAY_N:
-        acc, tpq = replay_sc(pool, data, items, k)
-        rows.append(replayed(f"self-consistency:n={k}", acc, tpq, k, curve="self-consistency n=1..16"))
+        correct, tpq = replay_sc(pool, items, k)
+        rows.append(
+            row(f"self-consistency:n={k}", "replay", correct, tpq, k, curve="self-consistency n=1..16")
+        )
+    # the greedy answer as the first vote (the default) replays from the live `direct` run
+    greedy: Pool | None = [[(0, o.answer, o.tokens)] for o in live["direct"]] if "direct" in live else None
+    first = "greedy first" if greedy else "no greedy vote"
     for rule, thresholds in REPLAY_THRESHOLDS.items():
         for batch in REPLAY_BATCHES:
             for thr in thresholds:
-                ac = AdaptiveConsistency(max_n=16, batch=batch, threshold=thr, rule=rule)
-                curve = f"adaptive-consistency rule={rule}, batch={batch}"
-                rows.append(replayed(ac.spec(), *replay_ac(pool, data, items, ac), curve=curve))
+                ac = AdaptiveConsistency(max_n=16, batch=batch, threshold=thr, rule=rule, greedy=bool(greedy))
+                curve = f"adaptive-consistency rule={rule}, batch={batch}, {first}"
+                rows.append(row(ac.spec(), "replay", *replay_ac(pool, items, ac, greedy), curve=curve))
+    if greedy:
+        for thr in REPLAY_THRESHOLDS["gain"]:
+            ac = AdaptiveConsistency(max_n=16, threshold=thr, greedy=False)
+            curve = "adaptive-consistency rule=gain, batch=2, no greedy vote"
+            rows.append(row(ac.spec(), "replay", *replay_ac(pool, items, ac), curve=curve))
     for batch in REPLAY_BATCHES:
-        ac = AdaptiveConsistency(max_n=16, batch=batch, rule="lead")
-        rows.append(replayed(ac.spec(), *replay_ac(pool, data, items, ac)))
+        ac = AdaptiveConsistency(max_n=16, batch=batch, rule="lead", greedy=bool(greedy))
+        rows.append(row(ac.spec(), "replay", *replay_ac(pool, items, ac, greedy)))
 
-    print()
-    head = ("strategy", "run", "acc", "Δpts", "±95%", "tokens", "tok/q", "×SC16", "samp/q")
-    print("{:48s} {:6s} {:>6s} {:>6s} {:>5s} {:>8s} {:>7s} {:>6s} {:>6s}  goal".format(*head))
+    table = [
+        "{:48s} {:6s} {:>6s} {:>6s} {:>5s} {:>8s} {:>7s} {:>6s} {:>6s}  goal".format(
+            "strategy", "run", "acc", "Δpts", "±95%", "tokens", "tok/q", "×SC16", "samp/q"
+        )
+    ]
     for r in rows:
         goal = r["acc_delta_pts"] >= -2 and r["token_ratio"] <= 0.5
-        print(
+        table.append(
             f"{r['strategy']:48s} {r['kind']:6s} {r['accuracy']:6.1%} {r['acc_delta_pts']:+6.1f} "
-            f"{'' if r.get('ci95_pts') is None else format(r['ci95_pts'], '5.1f'):>5s} "
-            f"{r['tokens']:8.0f} {r['tokens_per_q']:7.1f} {r['token_ratio']:6.2f} {r['samples_per_q']:6.2f}"
-            f"  {'✓' if goal else ''}"
+            f"{r['ci95_pts']:5.1f} {r['tokens']:8.0f} {r['tokens_per_q']:7.1f} {r['token_ratio']:6.2f} "
+            f"{r['samples_per_q']:6.2f}  {'✓' if goal else ''}"
         )
+    print("\n" + "\n".join(table))
+    (args.out / "table.txt").write_text(
+        f"{title}, max_tokens {meta['max_tokens']}\n" + "\n".join(table) + "\n"
+    )
     (args.out / "early_stop.json").write_text(
         json.dumps(
             {
-                "task": args.task,
-                "config": json.loads(args.config),
+                **meta,
                 "size": n,
-                "seed": args.seed,
-                "max_tokens": args.max_tokens,
+                "seed": meta["parts"][0]["seed"] if len(meta["parts"]) == 1 else None,
                 "rows": rows,
                 "outcomes": {s: [asdict(o) for o in outs] for s, outs in live.items()},
             },
             indent=1,
         )
     )
-    plot(rows, args.out / "early_stop.png", f"{args.task} {args.config}, {n} questions")
-    print(f"\nwrote {args.out / 'early_stop.json'} and {args.out / 'early_stop.png'}")
+    plot(rows, args.out / "early_stop.png", title)
+    print(f"\nwrote {args.out / 'early_stop.json'}, table.txt and early_stop.png")
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:

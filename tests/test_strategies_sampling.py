@@ -324,7 +324,19 @@ async def test_adaptive_consistency_runs_to_max_n_when_split() -> None:
     assert len(rounds) == 4 and all(
         len(kids(nodes, r, "sample")) == 4 and kids(nodes, r, "vote") for r in rounds
     )
-    assert [r.seed for r in engine.calls] == [0, 4, 8, 12]  # a prefix of self-consistency's seeds
+    # round 1 is the greedy answer and 3 samples, drawn in one batch; the sampled seeds run on
+    # from 0, so the samples are a prefix of self-consistency's
+    assert [(r.n, r.temperature) for r in engine.calls[:2]] == [(1, 0.0), (3, 0.8)]
+    assert [r.seed for r in engine.calls[1:]] == [0, 3, 7, 11]
+    first = kids(nodes, rounds[0], "sample")
+    assert [n.meta.get("greedy", False) for n in first] == [True, False, False, False]
+    assert [n.meta["index"] for n in first] == [0, 1, 2, 3]
+
+
+async def test_adaptive_consistency_without_greedy_samples_every_vote() -> None:
+    engine = ScriptedEngine(["Answer: 1", "Answer: 2"])
+    await run("adaptive-consistency:max_n=8,batch=4,greedy=false", engine)
+    assert [(r.n, r.seed, r.temperature) for r in engine.calls] == [(4, 0, 0.8), (4, 4, 0.8)]
 
 
 async def test_adaptive_consistency_lead_rule_stops_when_the_leader_cannot_lose() -> None:

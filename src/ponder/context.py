@@ -104,20 +104,34 @@ class Context:
         *,
         kind: NodeKind = "sample",
         parent: str | None = None,
+        greedy: int = 0,
         **params: Any,
     ) -> list[Candidate]:
         """n solve samples, each recorded as a node (with its extracted answer) the moment
-        it finishes, so a crash mid-batch keeps the samples already thought."""
+        it finishes, so a crash mid-batch keeps the samples already thought. The first
+        `greedy` of them are decoded at temperature 0 (in the same batch), the rest with
+        `params`; sampled seeds start at `seed` either way."""
         params.setdefault("seed", self.seed)
+        greedy = min(greedy, n)
+        requests = [self.request(problem, n=n - greedy, **params)] if n > greedy else []
+        if greedy:
+            requests.insert(0, self.request(problem, n=greedy, **{**params, "temperature": 0.0}))
+        first = [0, greedy] if greedy else [0]  # request -> index of its first sample
         recorded: dict[int, Candidate] = {}
 
-        def record_now(_: int, i: int, completion: Completion) -> None:
-            recorded[i] = self.record(problem, completion, kind=kind, parent=parent, index=i)
+        def record(r: int, i: int, completion: Completion) -> Candidate:
+            j = first[r] + i
+            tag = {"greedy": True} if greedy and r == 0 else {}
+            return self.record(problem, completion, kind=kind, parent=parent, index=j, **tag)
 
-        (completions,) = await self.generate([self.request(problem, n=n, **params)], on_completion=record_now)
+        def record_now(r: int, i: int, completion: Completion) -> None:
+            recorded[first[r] + i] = record(r, i, completion)
+
+        groups = await self.generate(requests, on_completion=record_now)
         return [
-            recorded.get(i) or self.record(problem, c, kind=kind, parent=parent, index=i)
-            for i, c in enumerate(completions)
+            recorded.get(first[r] + i) or record(r, i, c)
+            for r, group in enumerate(groups)
+            for i, c in enumerate(group)
         ]
 
     def record(

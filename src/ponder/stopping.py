@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from functools import lru_cache
 from math import comb
 from typing import Literal, get_args
 
@@ -82,8 +83,7 @@ def leader_holds(counts: list[int], remaining: int, alpha: float = 1.0, sims: in
     runner_up = max((k for i, k in enumerate(counts) if i != leader), default=0)
     if counts[leader] - runner_up > remaining:
         return 1.0  # no draw can overturn it: no need to simulate
-    finals = polya_finals(counts, remaining, alpha, sims)
-    return sum(final.index(max(final)) == leader for final in finals) / sims
+    return _leader_holds(tuple(counts), leader, remaining, alpha, sims)
 
 
 def expected_gain(counts: list[int], remaining: int, alpha: float = 1.0, sims: int = 2000) -> float:
@@ -95,8 +95,20 @@ def expected_gain(counts: list[int], remaining: int, alpha: float = 1.0, sims: i
     runner_up = max((k for i, k in enumerate(counts) if i != leader), default=0)
     if counts[leader] - runner_up > remaining:
         return 0.0
+    return _expected_gain(tuple(counts), leader, remaining, alpha, sims)
+
+
+# A vote's state recurs across questions (2-0 after two samples, ...): simulate each once.
+@lru_cache(maxsize=1 << 16)
+def _leader_holds(counts: tuple[int, ...], leader: int, remaining: int, alpha: float, sims: int) -> float:
+    finals = polya_finals(list(counts), remaining, alpha, sims)
+    return sum(final.index(max(final)) == leader for final in finals) / sims
+
+
+@lru_cache(maxsize=1 << 16)
+def _expected_gain(counts: tuple[int, ...], leader: int, remaining: int, alpha: float, sims: int) -> float:
     total = sum(counts) + remaining
-    finals = polya_finals(counts, remaining, alpha, sims)
+    finals = polya_finals(list(counts), remaining, alpha, sims)
     return sum(max(final) - final[leader] for final in finals) / (total * sims)
 
 

@@ -1,9 +1,9 @@
 """Adaptive-Consistency (Aggarwal et al. 2023): self-consistency that stops sampling once
 the vote is settled, so easy questions cost a few samples and hard ones up to `max_n`.
 
-    answers = []
+    answers = [greedy answer]               # System 1's answer is the first vote
     while len(answers) < max_n:
-        answers += sample(batch)
+        answers += sample(batch)            # (the first round: the greedy answer and batch - 1)
         a, b = counts of the two leading answers
         if a - b > max_n - len(answers): stop     # the leader can no longer lose
         if P(settled | answers) >= threshold: stop
@@ -13,9 +13,15 @@ expected to raise the chosen answer's vote share by less than 1 - threshold, so 
 worth drawing), `predictive` (P(the current leader is still the majority after all `max_n`
 samples)), `beta` (the paper's) or `lead` (only when the leader can no longer lose).
 
+The greedy answer (temperature 0, decoded in the first round's batch; `greedy=false` turns it
+off) is a small model's single most likely answer and far more often right than one sample
+at temperature (SmolLM2 on products: 59% against 32-48%), so as the first vote it makes an
+early 2-0 stop much safer; with a strong model the two hardly differ and it costs one sample.
+
 Samples with no extractable answer count toward max_n but not toward the vote.
 
-Samples use seeds seed, seed + 1, ... so a run is a prefix of `self-consistency:n=max_n`.
+Sampled answers use seeds seed, seed + 1, ... so the samples are a prefix of
+`self-consistency:n=max_n`'s.
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ class AdaptiveConsistency(Strategy):
             "still wins at max_n); beta: the paper's Beta rule; lead: only when the leader cannot lose"
         },
     )
+    greedy: bool = field(
+        default=True, metadata={"help": "the first vote is the greedy (temperature 0) answer"}
+    )
     alpha: float = field(default=1.0, metadata={"help": "gain, predictive: weight of a not-yet-seen answer"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
@@ -59,19 +68,22 @@ class AdaptiveConsistency(Strategy):
     async def run(self, problem: Problem, ctx: Context) -> Result:
         samples: list[Candidate] = []
         vote_node: str | None = None
-        rounds = 0
+        rounds = sampled = 0
         while len(samples) < self.max_n and not ctx.meter.exhausted():
             rounds += 1
             k = min(self.batch, self.max_n - len(samples))
             round_node = ctx.note("step", f"round {rounds}: {k} samples", round=rounds)
+            greedy = int(self.greedy and rounds == 1)
             new = await ctx.sample(
                 problem,
                 k,
                 parent=round_node,
-                seed=ctx.seed + len(samples),
+                greedy=greedy,
+                seed=ctx.seed + sampled,
                 temperature=self.temperature,
                 top_p=self.top_p,
             )
+            sampled += k - greedy
             if not new:
                 break
             samples += new
