@@ -256,14 +256,25 @@ def main() -> None:
         help="earlier runs' early_stop.json: reuse their live rows and samples, run nothing; "
         "several runs (other seeds) are pooled into one table",
     )
+    parser.add_argument(
+        "--extend",
+        type=Path,
+        help="an earlier run's early_stop.json: run the --strategies it lacks on its questions "
+        "(same seed, max_tokens) and add them to its table",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    live: dict[str, list[Outcome]]
-    wall: dict[str, float]
-    if args.replay:
-        meta, items, live, wall = load_runs(args.replay)
-        specs = list(live)
+    live: dict[str, list[Outcome]] = {}
+    wall: dict[str, float] = {}
+    asked = [s.strip() for s in args.strategies.split(";") if s.strip()]
+    if args.replay or args.extend:
+        meta, items, live, wall = load_runs(args.replay or [args.extend])
+        if args.extend and len(meta["parts"]) != 1:
+            raise SystemExit("--extend takes a run of one seed")
+        args.seed, args.max_tokens = meta["parts"][0]["seed"], meta["max_tokens"]
+        to_run = [s for s in asked if s not in live] if args.extend else []
+        specs = list(live) + to_run
     else:
         config = json.loads(args.config)
         meta = {
@@ -273,19 +284,16 @@ def main() -> None:
             "parts": [{"seed": args.seed, "size": args.size}],
         }
         items = load_items(args.task, args.size, args.seed, config)
-        specs = [s.strip() for s in args.strategies.split(";") if s.strip()]
-        if SC not in specs:
-            specs.insert(0, SC)
+        specs = to_run = asked if SC in asked else [SC, *asked]
     seeds = ", ".join(str(p["seed"]) for p in meta["parts"])
     title = f"{meta['task']} {json.dumps(meta['config'])}: {len(items)} questions, seed {seeds}"
     print(f"{title}, max_tokens {meta['max_tokens']}", flush=True)
 
-    if not args.replay:
-        live, wall = {}, {}
+    if to_run:
 
         async def run_all() -> None:
             engine = LlamaCppEngine(n_threads=args.threads, max_batch=32)
-            for spec in specs:
+            for spec in to_run:
                 start = time.monotonic()
                 live[spec] = await run_live(spec, items, engine, args)
                 wall[spec] = time.monotonic() - start

@@ -654,6 +654,8 @@ def _adaptive(nodes: list[NodeRecord]) -> None:
     assert 1 <= len(rounds) <= 2
     for r in rounds:
         assert len(kids(nodes, r, "sample")) == 4 and len(kids(nodes, r, "vote")) == 1
+    greedy = [[bool(n.meta.get("greedy")) for n in kids(nodes, r, "sample")] for r in rounds]
+    assert greedy[0].count(True) == 1 and not any(any(g) for g in greedy[1:])  # first vote: greedy
     votes = [n for n in nodes if n.kind == "vote"]
     assert votes[-1].meta["stop"] or sum(len(kids(nodes, r, "sample")) for r in rounds) == 8
 
