@@ -169,12 +169,14 @@ def test_traces_show_survives_model_text_that_looks_like_markup(tmp_path: Path) 
     )
     root = trace.add("root", "q")
     trace.add("sample", "x [/] y [red", parent=root, answer="[/]")
+    trace.add("sample", "7 * 8 = 56", parent=root, answer="56", greedy=True)
     store.finish_trace(
         trace.id, status="done", answer="[/]", stopped_by=None, usage={}, finished_at=time.time()
     )
     result = ponder("traces", "show", trace.id, home=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "x [/] y [red" in result.stdout
+    assert "sample (greedy) → 56" in result.stdout and result.stdout.count("(greedy)") == 1
     listed = ponder("traces", "list", home=tmp_path)
     assert listed.returncode == 0 and trace.id[:8] in listed.stdout
 

@@ -100,7 +100,7 @@ def _short(text: str, width: int) -> str:
 
 def _label(node: NodeRecord, full: bool) -> str:
     text = escape(node.text) if full else _short(node.text, 90)
-    parts = [f"[bold]{node.kind}[/]"]
+    parts = [f"[bold]{node.kind}[/]" + (" (greedy)" if node.meta.get("greedy") else "")]
     if node.answer is not None:
         parts.append(f"→ [cyan]{_short(node.answer, 40)}[/]")
     if node.score is not None:
