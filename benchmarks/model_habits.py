@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import re
 
-import reasoning_gym
+from early_stop import grade, load_items  # the same seeded questions and scorer
 
 from ponder import athink
 from ponder.engines.llamacpp import LlamaCppEngine
-from ponder.problem import Problem
 from ponder.store import NodeRecord
 
 TASKS = [("products", {"min_digits": 1, "max_digits": 1}), ("gcd", {}), ("simple_equations", {})]
@@ -26,16 +25,14 @@ SC = "self-consistency:n=8"
 async def main() -> None:
     engine = LlamaCppEngine(max_batch=32)
     for task, config in TASKS:
-        data = reasoning_gym.create_dataset(task, size=20, seed=5, **config)
         right = {"direct": 0, SC: 0}
         formatted = samples = copied = 0
-        for entry in data:
-            problem = Problem(entry["question"], format="number", gold=str(entry["answer"]))
-            in_question = set(re.findall(r"-?\d+", entry["question"]))
+        for item in load_items(task, 20, 5, config):
+            in_question = set(re.findall(r"-?\d+", item.problem.question))
             for spec in right:
                 nodes: list[NodeRecord] = []
                 answer = await athink(
-                    problem,
+                    item.problem,
                     strategy=spec,
                     engine=engine,
                     store=False,
@@ -43,7 +40,7 @@ async def main() -> None:
                     max_tokens=96,
                     seed=5,
                 )
-                ok = answer.answer is not None and float(data.score_answer(answer.answer, entry)) >= 1.0
+                ok = grade(item, answer.answer)
                 right[spec] += ok
                 if spec == SC:
                     texts = [n.text for n in nodes if n.kind == "sample"]

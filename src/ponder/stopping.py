@@ -59,10 +59,11 @@ def settled(
     """Why to stop now ("lead", or the rule's name), or None; and P(settled). `votes` are
     counts (one per sample); `weighted`, when the vote is weighted, is what `share` reads."""
     a, b = top_two(votes)
+    counts = [round(v) for v in votes.totals.values()]
     if rule == "predictive":
-        p = leader_holds([round(v) for v in votes.totals.values()], remaining, alpha)
+        p = leader_holds(counts, remaining, alpha)
     elif rule == "gain":
-        p = 1.0 - expected_gain([round(v) for v in votes.totals.values()], remaining, alpha)
+        p = 1.0 - expected_gain(counts, remaining, alpha)
     elif rule == "share":
         p = (weighted or votes).share()
     else:
@@ -79,9 +80,8 @@ def leader_holds(counts: list[int], remaining: int, alpha: float = 1.0, sims: in
     votes drawn from a Polya urn with new-answer weight `alpha`)."""
     if not any(counts):
         return 0.0
-    leader = counts.index(max(counts))
-    runner_up = max((k for i, k in enumerate(counts) if i != leader), default=0)
-    if counts[leader] - runner_up > remaining:
+    leader = open_leader(counts, remaining)
+    if leader is None:
         return 1.0  # no draw can overturn it: no need to simulate
     return _leader_holds(tuple(counts), leader, remaining, alpha, sims)
 
@@ -91,11 +91,18 @@ def expected_gain(counts: list[int], remaining: int, alpha: float = 1.0, sims: i
     `remaining` more votes from the Polya urn: 0 when the leader cannot lose."""
     if not any(counts):
         return 1.0
-    leader = counts.index(max(counts))
-    runner_up = max((k for i, k in enumerate(counts) if i != leader), default=0)
-    if counts[leader] - runner_up > remaining:
+    leader = open_leader(counts, remaining)
+    if leader is None:
         return 0.0
     return _expected_gain(tuple(counts), leader, remaining, alpha, sims)
+
+
+def open_leader(counts: list[int], remaining: int) -> int | None:
+    """The first-seen leader's index while `remaining` votes could still overturn it; None
+    once its lead exceeds them."""
+    leader = counts.index(max(counts))
+    runner_up = max((k for i, k in enumerate(counts) if i != leader), default=0)
+    return None if counts[leader] - runner_up > remaining else leader
 
 
 # A vote's state recurs across questions (2-0 after two samples, ...): simulate each once.
