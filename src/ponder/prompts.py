@@ -21,21 +21,42 @@ _FEW_SHOT = (
 )
 
 
-def solve_messages(problem: Problem) -> list[Message]:
-    """Chat messages asking for a solution in the problem's answer format."""
-    system = CODE_SYSTEM if problem.format == "code" else SOLVE_SYSTEM
+def _question(problem: Problem) -> str:
     question = problem.question
     if problem.choices:
         letters = "ABCDEFGHIJ"
         question += "\n" + "\n".join(f"({letters[i]}) {c}" for i, c in enumerate(problem.choices))
-    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    return question
+
+
+def system_prompt(problem: Problem) -> str:
+    """The caller's system prompt, if any, then ponder's instruction on the answer's form
+    (extraction and votes depend on it, so it is never dropped)."""
+    instruction = CODE_SYSTEM if problem.format == "code" else SOLVE_SYSTEM
+    return f"{problem.system}\n\n{instruction}" if problem.system else instruction
+
+
+def solve_messages(problem: Problem) -> list[Message]:
+    """Chat messages asking for a solution in the problem's answer format: the system
+    prompt, the caller's earlier turns, the question."""
+    return [
+        {"role": "system", "content": system_prompt(problem)},
+        *problem.history,
+        {"role": "user", "content": _question(problem)},
+    ]
 
 
 def solve_prompt(problem: Problem) -> str:
-    """A few-shot raw prompt for base models that have no chat template."""
+    """A few-shot raw prompt for base models that have no chat template; a system prompt
+    and earlier turns go before the question as plain text."""
     if problem.format == "code":
         return f"# Complete the function.\n{problem.question}"
-    return f"{_FEW_SHOT}Question: {problem.question}\nSolution:"
+    head = f"{problem.system}\n\n" if problem.system else ""
+    turns = "".join(
+        f"Question: {m['content']}\n" if m["role"] == "user" else f"Solution: {m['content']}\n\n"
+        for m in problem.history
+    )
+    return f"{head}{_FEW_SHOT}{turns}Question: {_question(problem)}\nSolution:"
 
 
 def revision_messages(problem: Problem, draft: str, feedback: str) -> list[Message]:
