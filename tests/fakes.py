@@ -10,7 +10,7 @@ import itertools
 from collections.abc import Callable, Sequence
 
 from ponder.budget import Meter
-from ponder.engines.base import Completion, GenerationRequest, OnCompletion, Price, TokenLogprob
+from ponder.engines.base import Completion, GenerationRequest, OnCompletion, OnDelta, Price, TokenLogprob
 
 Script = Callable[[GenerationRequest, int], str] | Sequence[str]
 
@@ -35,6 +35,7 @@ class ScriptedEngine:
         requests: Sequence[GenerationRequest],
         meter: Meter | None = None,
         on_completion: OnCompletion | None = None,
+        on_delta: OnDelta | None = None,
     ) -> list[list[Completion]]:
         out: list[list[Completion]] = []
         for r, req in enumerate(requests):
@@ -64,6 +65,8 @@ class ScriptedEngine:
                     tokens,
                     logprobs=logprobs,
                 )
+                if on_delta is not None and completion.text:
+                    on_delta(r, len(group), completion.text)
                 if on_completion is not None:
                     on_completion(r, len(group), completion)
                 group.append(completion)

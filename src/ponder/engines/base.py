@@ -88,6 +88,13 @@ OnCompletion = Callable[[int, int, "Completion"], None]
 """Called on the caller's event loop as each sample finishes: (request index, sample index,
 completion). Lets the trace record a thought the moment it exists, not when the batch ends."""
 
+OnDelta = Callable[[int, int, str], None]
+"""Called on the caller's event loop as a sample grows: (request index, sample index, new
+text). Deltas of one sample concatenate to its text (prefill excluded) and all arrive
+before its `OnCompletion`; an engine may batch several tokens into one call. Lets the
+trace keep what a sample wrote so far through a deadline, a cancel or a kill, and lets a
+server stream thoughts live."""
+
 
 @dataclass(frozen=True)
 class Price:
@@ -110,7 +117,8 @@ class Engine(Protocol):
     given the engine charges it (prompt tokens once per request, completion tokens as
     they are produced) and stops generating when `meter.exhausted()` says a limit is hit,
     returning what it has with finish_reason "budget". `on_completion`, when given, hears
-    of each finished sample before `generate` returns.
+    of each finished sample before `generate` returns; `on_delta` of its text as it is
+    written (engines that cannot stream call it once with the whole text).
     """
 
     model: str
@@ -121,6 +129,7 @@ class Engine(Protocol):
         requests: Sequence[GenerationRequest],
         meter: Meter | None = None,
         on_completion: OnCompletion | None = None,
+        on_delta: OnDelta | None = None,
     ) -> list[list[Completion]]: ...
 
     async def aclose(self) -> None: ...
