@@ -85,7 +85,7 @@ _NODE_COLUMNS = (
     "id, trace_id, parent_id, seq, kind, text, answer, score, prompt_tokens, completion_tokens, seconds,"
     " meta, created_at, version"
 )
-_ID_PREFIX = re.compile(r"^[0-9a-f]{1,32}$")
+_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 class StoreError(RuntimeError):
@@ -312,7 +312,7 @@ class TraceStore:
         question or answer."""
         where, params = self._filters(status, strategy, text)
         rows = self._query(
-            f"SELECT {_TRACE_COLUMNS} FROM traces{where} ORDER BY created_at DESC LIMIT ? OFFSET ?",
+            f"SELECT {_TRACE_COLUMNS} FROM traces{where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
             (*params, max(0, limit), max(0, offset)),
         )
         return [_trace(row) for row in rows]
@@ -340,11 +340,11 @@ class TraceStore:
 
     def get_trace(self, trace_id: str) -> TraceRecord | None:
         """The trace with its nodes and prompts; `trace_id` may be a unique prefix."""
-        if not _ID_PREFIX.match(trace_id):
+        if not _ID.match(trace_id):
             return None
-        rows = self._query(
-            f"SELECT {_TRACE_COLUMNS} FROM traces WHERE id LIKE ? ORDER BY created_at LIMIT 2",
-            (trace_id + "%",),
+        rows = self._query(f"SELECT {_TRACE_COLUMNS} FROM traces WHERE id = ?", (trace_id,)) or self._query(
+            f"SELECT {_TRACE_COLUMNS} FROM traces WHERE id LIKE ? ESCAPE '\\' ORDER BY created_at LIMIT 2",
+            (_like_prefix(trace_id) + "%",),
         )
         if len(rows) != 1:
             return None
