@@ -312,7 +312,8 @@ class TraceStore:
         question or answer."""
         where, params = self._filters(status, strategy, text)
         rows = self._query(
-            f"SELECT {_TRACE_COLUMNS} FROM traces{where} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+            f"SELECT {_TRACE_COLUMNS} FROM traces{where}"
+            " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
             (*params, max(0, limit), max(0, offset)),
         )
         return [_trace(row) for row in rows]

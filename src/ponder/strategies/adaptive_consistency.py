@@ -66,14 +66,19 @@ class AdaptiveConsistency(Strategy):
         check_rule(self.rule, self.alpha)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
-        samples: list[Candidate] = []
+        return await self.vote(problem, ctx, [])
+
+    async def vote(self, problem: Problem, ctx: Context, samples: list[Candidate]) -> Result:
+        """Sample in rounds until the vote is settled, counting `samples` (votes already
+        drawn, e.g. a router's greedy answer) as the first votes."""
+        samples = list(samples)
         vote_node: str | None = None
         rounds = sampled = 0
         while len(samples) < self.max_n and not ctx.meter.exhausted():
             rounds += 1
             k = min(self.batch, self.max_n - len(samples))
             round_node = ctx.note("step", f"round {rounds}: {k} samples", round=rounds)
-            greedy = int(self.greedy and rounds == 1)
+            greedy = int(self.greedy and not samples)
             new = await ctx.sample(
                 problem,
                 k,
