@@ -13,7 +13,8 @@ import pytest
 
 from ponder.budget import Budget, Meter
 from ponder.engines.base import Engine, GenerationRequest, Price
-from ponder.engines.openai import EngineError, OpenAIEngine, _split
+from ponder.engines.openai import EngineError, OpenAIEngine
+from ponder.engines.openai.wire import split as _split
 from servers import (
     Drop,
     Hang,
@@ -474,7 +475,7 @@ async def test_in_flight_requests_are_bounded(scripted: Any) -> None:
 
 async def test_env_fallbacks(monkeypatch: pytest.MonkeyPatch, scripted: Any) -> None:
     async with scripted(ok) as srv:
-        monkeypatch.setenv("PONDER_BASE_URL", f"http://127.0.0.1:{srv.port}")  # /v1 added
+        monkeypatch.setenv("PONDER_OPENAI_BASE_URL", f"http://127.0.0.1:{srv.port}")  # /v1 added
         monkeypatch.setenv("PONDER_MODEL", "env-model")
         monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
         engine = OpenAIEngine()
