@@ -26,6 +26,7 @@ from servers import (
     chat_chunks,
     chat_response,
     llama_server_available,
+    script,
 )
 
 CHAT = GenerationRequest(messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=16)
@@ -60,16 +61,6 @@ async def scripted() -> AsyncIterator[Any]:
     yield Factory()
     for e in engines:
         await e.aclose()
-
-
-def script(*actions: Any) -> Any:
-    """A handler that plays `actions` in order, then answers OK forever."""
-    queue = list(actions)
-
-    def handler(req: Request) -> Any:
-        return queue.pop(0) if queue else ok(req)
-
-    return handler
 
 
 # -- faults ------------------------------------------------------------------------------

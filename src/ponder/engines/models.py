@@ -11,6 +11,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from ponder.settings import settings
+
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 
@@ -24,9 +26,9 @@ BUNDLED = ("smollm2", "gemma3-270m")
 
 def cache_dir() -> Path:
     """`$PONDER_HOME/models`, else the platform's user cache dir for ponder."""
-    home = os.environ.get("PONDER_HOME")
+    home = settings().home
     if home:
-        return Path(home) / "models"
+        return home / "models"
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("ponder")) / "models"
