@@ -5,10 +5,12 @@ server is, and an install without llama.cpp."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -132,15 +134,20 @@ async def test_a_stream_broken_after_its_deltas_keeps_them_instead_of_retrying()
 
 
 def test_one_engine_serves_two_asyncio_runs() -> None:
-    with ThreadedServer(script()) as srv:
+    """Each loop gets its own client, closed with its loop: no "Event loop is closed", and
+    no keep-alive socket left behind (ResourceWarning) by the loops that ended."""
+    with ThreadedServer(script()) as srv, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
         engine = engine_for(srv)
         first = asyncio.run(engine.generate([CHAT]))
         second = asyncio.run(engine.generate([CHAT]))
         answers = [ponder.think("2+2?", strategy="direct", engine=engine, store=False) for _ in range(2)]
-        asyncio.run(engine.aclose())
+        del engine
+        gc.collect()
     assert first[0][0].text == second[0][0].text == "4"
     assert [a.answer for a in answers] == ["4", "4"]
     assert len(srv.posts()) == 4
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 # -- prices and dollar budgets -----------------------------------------------------------

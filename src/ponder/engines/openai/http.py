@@ -20,7 +20,7 @@ import email.utils
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -96,12 +96,22 @@ def _unresolvable(exc: BaseException) -> bool:
     return False
 
 
+async def _close_with_loop(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    """Parked at its `yield` until its loop shuts down: `asyncio.run` closes the loop's async
+    generators before it closes the loop (PEP 525 hooks), and this one closes the client,
+    so no keep-alive socket outlives its loop."""
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
 @dataclass
 class _LoopState:
-    loop: asyncio.AbstractEventLoop
     client: httpx.AsyncClient
     slots: asyncio.Semaphore
     lock: asyncio.Lock
+    closer: AsyncGenerator[None, None] | None = None
 
 
 class HttpClient:
@@ -126,13 +136,16 @@ class HttpClient:
         self._backoff = wait_random_exponential(multiplier=backoff, max=max_backoff)
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._transport = transport
-        self._state: _LoopState | None = None
+        self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
 
     def _current(self) -> _LoopState:
         """The client, semaphore and lock of the running event loop, made on first use there.
-        A client made on a loop that has since closed is dropped, not reused."""
+        Those of loops that have closed since are dropped (their sockets went with the loop)."""
         loop = asyncio.get_running_loop()
-        if self._state is None or self._state.loop is not loop:
+        state = self._states.get(loop)
+        if state is None:
+            for old in [old for old in self._states if old.is_closed()]:
+                del self._states[old]
             client = httpx.AsyncClient(
                 base_url=self.base_url,
                 headers=self._headers,
@@ -142,8 +155,10 @@ class HttpClient:
                 ),
                 transport=self._transport,
             )
-            self._state = _LoopState(loop, client, asyncio.Semaphore(self.max_in_flight), asyncio.Lock())
-        return self._state
+            state = self._states[loop] = _LoopState(
+                client, asyncio.Semaphore(self.max_in_flight), asyncio.Lock()
+            )
+        return state
 
     def slots(self) -> asyncio.Semaphore:
         """Bounds the requests in flight on this loop."""
@@ -153,10 +168,18 @@ class HttpClient:
         """A lock of this loop (model discovery runs once)."""
         return self._current().lock
 
+    async def _client(self) -> httpx.AsyncClient:
+        state = self._current()
+        if state.closer is None:
+            state.closer = _close_with_loop(state.client)
+            await anext(state.closer)
+        return state.client
+
     async def aclose(self) -> None:
-        state, self._state = self._state, None
-        if state is not None and state.loop is asyncio.get_running_loop():
-            await state.client.aclose()
+        """Close this loop's client (the engine stays usable: the next request makes one)."""
+        state = self._states.pop(asyncio.get_running_loop(), None)
+        if state is not None:
+            await (state.client.aclose() if state.closer is None else state.closer.aclose())
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -197,7 +220,7 @@ class HttpClient:
     async def _attempt(
         self, method: str, path: str, body: dict[str, Any] | None, stream: Stream | None
     ) -> dict[str, Any]:
-        client = self._current().client
+        client = await self._client()
         try:
             # httpx's timeout is per socket operation; this bounds the whole request, so a
             # server that trickles bytes cannot hold a sample forever.
