@@ -188,14 +188,17 @@ class ThreadedServer:
         self.loop.close()
 
 
+USAGE = {"prompt_tokens": 12, "completion_tokens": 3}
+
+
 def script(*actions: Action) -> Handler:
-    """A handler that plays `actions` in order, then answers "4" (usage 12 + 3) forever."""
+    """A handler that plays `actions` in order, then answers "4" (with `USAGE`) forever."""
     queue = list(actions)
 
     def handler(req: Request) -> Action:
         if queue:
             return queue.pop(0)
-        return Reply(body=chat_response(["4"], usage={"prompt_tokens": 12, "completion_tokens": 3}))
+        return Reply(body=chat_response(["4"], usage=USAGE))
 
     return handler
 

@@ -22,6 +22,7 @@ from ponder.engines import EngineError, Price, create_engine
 from ponder.engines.base import Completion, GenerationRequest
 from ponder.engines.openai import OpenAIEngine
 from servers import (
+    USAGE,
     Reply,
     Request,
     ScriptedServer,
@@ -33,7 +34,6 @@ from servers import (
 )
 
 CHAT = GenerationRequest(messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=16)
-USAGE = {"prompt_tokens": 12, "completion_tokens": 3}
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
