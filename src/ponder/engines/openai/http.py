@@ -144,8 +144,9 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
-            for old in [old for old in self._states if old.is_closed()]:
-                del self._states[old]
+            for old, _ in list(self._states.items()):  # a snapshot: think() may run on a thread
+                if old.is_closed():
+                    self._states.pop(old, None)
             client = httpx.AsyncClient(
                 base_url=self.base_url,
                 headers=self._headers,
