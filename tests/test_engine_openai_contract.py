@@ -177,6 +177,26 @@ async def test_a_dollar_budget_stops_generation_at_its_price() -> None:
     assert 0.001 <= meter.usd < 0.001 * 1.02  # over by one token and the prompt estimate's error
 
 
+async def test_a_dollar_budget_stops_a_think_at_its_price() -> None:
+    """Four votes that would cost ~$0.004 at 512 tokens each, under a $0.0002 budget: the
+    requests share what the budget buys, and the answer says "usd" stopped it."""
+
+    def handler(req: Request) -> Reply:
+        m = req.json()["max_tokens"]
+        usage = {"prompt_tokens": 20, "completion_tokens": m}
+        return Reply(body=chat_response(["The answer is 4."], usage=usage, finish_reason="length"))
+
+    async with ScriptedServer(handler) as srv, engine_for(srv, price=Price(1.0, 2.0)) as engine:
+        answer = await ponder.athink(
+            "2+2?", strategy="self-consistency:n=4", budget="$0.0002", engine=engine, store=False
+        )
+        caps = [r.json()["max_tokens"] for r in srv.posts()]
+    usage = answer.usage
+    assert answer.stopped_by == "usd" and all(cap < 512 for cap in caps)
+    assert usage.usd == pytest.approx(usage.prompt_tokens * 1e-6 + usage.completion_tokens * 2e-6)
+    assert 0.0002 * 0.999 <= usage.usd < 0.0002 * 1.05
+
+
 async def test_unknown_price_charges_no_dollars() -> None:
     async with ScriptedServer(script()) as srv, engine_for(srv) as engine:
         meter = Meter()

@@ -46,11 +46,11 @@ from ponder.engines.openai.spend import Grant, Spend
 from ponder.engines.openai.sse import Emit, Stream
 from ponder.engines.openai.wire import (
     Reply,
+    estimate_prompt_tokens,
     estimate_tokens,
     parse_logprobs,
     parse_models,
     parse_reply,
-    prompt_text,
     request_body,
     split,
 )
@@ -108,6 +108,9 @@ class _Sink:
     ) -> None:
         self.request = request
         self.req = req
+        # The prompt's size as the server counted it, once a reply said: the fanned-out
+        # samples of the same prompt are then budgeted exactly instead of estimated.
+        self.prompt_tokens = estimate_prompt_tokens(req)
         self.slots: list[Completion | None] = [None] * req.n
         self.streams: list[Stream] = []
         self._on_completion = on_completion
@@ -256,7 +259,7 @@ class OpenAIEngine:
             return _unfinished()
         logprobs = parse_logprobs(stream.logprobs.get(choice))
         tokens = len(logprobs) if logprobs else estimate_tokens(text)
-        prompt = estimate_tokens(prompt_text(sink.req))
+        prompt = sink.prompt_tokens
         first_of_its_request = choice == min(stream.text)
         spend.charge(prompt if first_of_its_request else 0, tokens)
         return Completion(text, "budget", prompt, tokens, logprobs=logprobs, usage_estimated=True)
@@ -304,7 +307,7 @@ class OpenAIEngine:
         req = sink.req
         chat = req.messages is not None
         async with self._http.slots():
-            grant = spend.take(n, req.max_tokens, estimate_tokens(prompt_text(req)))
+            grant = spend.take(n, req.max_tokens, sink.prompt_tokens)
             if grant is None:
                 return None
             stream = None
@@ -331,7 +334,7 @@ class OpenAIEngine:
             if streamed and stream is not None and stream.usage is None and error is None:
                 self.stream = False  # no usage in streams (llama-cpp-python): exact counts beat partial text
             # Charged and delivered before the slot is released, so the next request sees the spend.
-            done = self._completions(reply, req, grant, time.monotonic() - t0, spend, error)
+            done = self._completions(reply, sink, grant, time.monotonic() - t0, spend, error)
             for i, completion in done.items():
                 sink.put(first + i, completion, streamed)
             return {first + i for i in done}
@@ -339,17 +342,17 @@ class OpenAIEngine:
     def _completions(
         self,
         reply: Reply,
-        req: GenerationRequest,
+        sink: _Sink,
         grant: Grant,
         seconds: float,
         spend: Spend,
         error: str | None,
     ) -> dict[int, Completion]:
         """The reply's choices as completions by choice index, their tokens charged."""
-        choices = reply.choices
+        req, choices = sink.req, reply.choices
         logprobs = [parse_logprobs(c.logprobs) if req.logprobs else None for c in choices]
         usage = reply.usage
-        prompt_tokens = estimate_tokens(prompt_text(req))
+        prompt_tokens = sink.prompt_tokens
         if usage is None or usage.completion_tokens is None:
             estimated = True
             counts = [
@@ -358,7 +361,7 @@ class OpenAIEngine:
         else:
             estimated = False
             if usage.prompt_tokens is not None:
-                prompt_tokens = usage.prompt_tokens
+                prompt_tokens = sink.prompt_tokens = usage.prompt_tokens
             weights = [len(lp) if lp else len(c.text) for lp, c in zip(logprobs, choices, strict=True)]
             counts = split(usage.completion_tokens, weights)
         spend.charge(prompt_tokens, sum(counts))

@@ -7,10 +7,10 @@ reserved by requests in flight, divided among the samples not yet sent: N parall
 cannot spend N times the budget, and samples sent later inherit what early stoppers left.
 
 A dollar budget with a known price becomes a token budget the same way: what is left,
-less the request's prompt (estimated, ~4 characters a token), divided by the price of an
-output token and rounded up, so a sample cut by it spends the budget (and overshoots by
-at most one token, plus the error of the prompt estimate) and `meter.exhausted()` says
-"usd".
+less the prompts in flight, of this request and of those still to send (estimated, ~4
+characters a token), divided by the price of an output token and rounded up, so samples cut by it spend
+the budget (overshooting by at most a token each, plus the error of the prompt estimate)
+and `meter.exhausted()` says "usd".
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class Grant:
 
     max_tokens: int
     capped_by: Limit | None
-    reserved: int = 0  # tokens held back from requests sent while this one runs
+    reserved: int = 0  # output tokens held back from requests sent while this one runs
+    prompt: int = 0  # and prompt tokens (estimated), which a dollar budget pays for too
 
 
 class Spend:
@@ -41,15 +42,18 @@ class Spend:
         self.price = price
         self.waiting = samples
         self.reserved = 0
+        self.reserved_prompt = 0
 
-    def _left(self, prompt_tokens: int) -> tuple[float, Limit]:
-        """Output tokens the budgets still allow, and which budget allows the fewest."""
+    def _left(self, prompt_tokens: int, requests: int) -> tuple[float, Limit]:
+        """Output tokens the budgets still allow once the prompts in flight and those of
+        `requests` more requests are paid for, and which budget allows the fewest."""
         meter = self.meter
         assert meter is not None
         left, limit = meter.tokens_left(), "tokens"
         usd = meter.budget.usd
         if usd is not None and self.price is not None and self.price.completion_per_million > 0:
-            dollars = usd - meter.usd - self.price.cost(prompt_tokens, 0)
+            prompts = self.reserved_prompt + prompt_tokens * requests
+            dollars = usd - meter.usd - self.price.cost(prompts, 0)
             per_token = self.price.completion_per_million / 1e6
             affordable = math.ceil(dollars / per_token) if dollars > 0 else 0
             if affordable < left:
@@ -65,7 +69,7 @@ class Spend:
             return Grant(max_tokens, None)
         if meter.exhausted():
             return None
-        left, limit = self._left(prompt_tokens)
+        left, limit = self._left(prompt_tokens, -(-waiting // n))  # this and the requests to come
         if math.isinf(left):
             return Grant(max_tokens, None)
         avail = int(left) - self.reserved
@@ -74,10 +78,12 @@ class Spend:
             return None
         cap = min(max_tokens, max(1, avail // waiting))
         self.reserved += cap * n
-        return Grant(cap, limit if cap < max_tokens else None, cap * n)
+        self.reserved_prompt += prompt_tokens
+        return Grant(cap, limit if cap < max_tokens else None, cap * n, prompt_tokens)
 
     def release(self, grant: Grant) -> None:
         self.reserved -= grant.reserved
+        self.reserved_prompt -= grant.prompt
 
     def charge(self, prompt_tokens: int, completion_tokens: int) -> None:
         """Tokens on the meter, and their dollars when the price is known."""

@@ -35,10 +35,14 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
 
 
-def prompt_text(req: GenerationRequest) -> str:
+def estimate_prompt_tokens(req: GenerationRequest) -> int:
+    """The prompt's tokens, estimated; a chat template adds ~4 tokens a message and ~3 to
+    prime the reply (OpenAI's own count for its chat models)."""
     if req.prompt is not None:
-        return req.prompt + req.prefill
-    return "".join(m.get("content", "") for m in req.messages or ()) + req.prefill
+        return estimate_tokens(req.prompt + req.prefill)
+    messages = list(req.messages or ())
+    text = "".join(m.get("content", "") for m in messages) + req.prefill
+    return estimate_tokens(text) + 4 * len(messages) + 3
 
 
 def split(total: int, weights: Sequence[int]) -> list[int]:
