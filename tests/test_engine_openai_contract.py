@@ -354,3 +354,21 @@ def test_http_only_install_works_without_llama_cpp() -> None:
     assert lines[0] == "OpenAIEngine"
     assert "pip install 'ponder[local]'" in lines[1] and "llama_cpp" in lines[1]
     assert lines[2] == "False"
+
+
+# -- settings ----------------------------------------------------------------------------
+
+
+def test_settings_are_read_when_asked_and_name_a_bad_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ponder.settings import settings
+
+    monkeypatch.setenv("PONDER_HOME", "/tmp/ponder-a")
+    monkeypatch.setenv("PONDER_THREADS", "")  # empty counts as unset
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    first = settings()
+    monkeypatch.setenv("PONDER_HOME", "/tmp/ponder-b")
+    assert (first.home, settings().home) == (Path("/tmp/ponder-a"), Path("/tmp/ponder-b"))
+    assert first.threads is None and first.api_key is not None and "sk-x" not in repr(first)
+    monkeypatch.setenv("PONDER_THREADS", "many")
+    with pytest.raises(ValueError, match="PONDER_THREADS"):
+        settings()
