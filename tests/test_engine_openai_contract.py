@@ -109,10 +109,10 @@ async def test_deadline_keeps_the_deltas_a_stream_delivered() -> None:
     events = chat_chunks(["The answer", " is 4", " because"], finish_reason=None)
     heard = Heard()
     async with (
-        ScriptedServer(lambda r: Stream(events, delay=0.02, hang=30)) as srv,
+        ScriptedServer(lambda r: Stream(events, hang=30)) as srv,
         engine_for(srv, timeout=60) as engine,
     ):
-        meter = Meter(Budget(seconds=0.5))
+        meter = Meter(Budget(seconds=1.5))  # the three chunks come at once, then silence
         [[c]] = await engine.generate([CHAT], meter, on_delta=heard.delta)
     assert (c.text, c.finish_reason) == ("The answer is 4 because", "budget")
     assert heard.text(0, 0) == c.text and meter.stopped_by == "seconds"
