@@ -21,6 +21,7 @@ from typing import Any
 
 from platformdirs import user_data_dir
 
+from ponder.settings import settings
 from ponder.trace import NodeRecord, Store, TraceRecord, TraceStatus
 
 __all__ = ["NodeRecord", "Store", "StoreError", "TraceRecord", "TraceStore", "default_store_path"]
@@ -93,9 +94,9 @@ class StoreError(RuntimeError):
 
 
 def default_store_path() -> Path:
-    home = os.environ.get("PONDER_HOME")
-    base = Path(home) if home else Path(user_data_dir("ponder", appauthor=False))
-    return base / "traces.sqlite"
+    """`$PONDER_HOME/traces.sqlite`, else the platform's user data directory."""
+    home = settings().home
+    return (home or Path(user_data_dir("ponder", appauthor=False))) / "traces.sqlite"
 
 
 def _process_start(pid: int) -> str | None:
