@@ -40,11 +40,11 @@ def split_spec(text: str) -> tuple[str, list[tuple[str, str]]]:
     return name.strip(), params
 
 
-def split_top(text: str) -> list[str]:
-    """The non-empty comma-separated items of `text`, cut only outside quotes and parentheses."""
+def split_top(text: str, separator: str = ",") -> list[str]:
+    """The non-empty items of `text` between separators outside quotes and parentheses."""
     items, start = [], 0
     for i, char, depth in _scan(text):
-        if char == "," and depth == 0:
+        if char == separator and depth == 0:
             items.append(text[start:i])
             start = i + 1
     items.append(text[start:])
