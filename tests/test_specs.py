@@ -22,7 +22,9 @@ from hypothesis import strategies as st
 
 import ponder.strategies
 import ponder.verifiers
+from fakes import ScriptedEngine
 from ponder.bench import split_strategies
+from ponder.problem import Problem
 from ponder.strategies import (
     MAX_DEPTH,
     REGISTRY,
@@ -36,7 +38,7 @@ from ponder.strategies import (
     strategy_json_schema,
 )
 from ponder.strategies.spec import format_value, split_spec
-from ponder.verifiers import MathEquivalence, Regex, UnitTests
+from ponder.verifiers import Judge, MathEquivalence, Regex, Reward, UnitTests
 
 VALIDATOR = jsonschema.Draft202012Validator(strategy_json_schema())
 
@@ -199,6 +201,25 @@ def test_verifier_fields_take_a_verifier_spec(tmp_path: Path) -> None:
     assert Refine(verifier=MathEquivalence()).spec() == "refine"
 
 
+async def test_judge_and_reward_in_a_spec_grade_with_the_given_engine() -> None:
+    engine = ScriptedEngine(["Correct. Score: 9"])
+    s = parse_strategy("best-of-n:n=2,of=(refine:verifier=judge),verifier=reward", engine=engine)
+    assert isinstance(s, BestOfN) and isinstance(s.verifier, Reward) and isinstance(s.of, Refine)
+    assert isinstance(s.of.verifier, Judge) and s.of.verifier.engine is engine
+    assert (await s.of.verifier.verify(Problem("q"), "a")).passed
+    assert s.spec() == "best-of-n:n=2,of=(refine:verifier=judge),verifier=reward"
+    assert parse_strategy(s.spec(), engine=engine).spec() == s.spec()
+
+
+def test_a_spec_may_be_json_text_and_typos_get_a_suggestion() -> None:
+    text = '{"name": "best-of-n", "n": 4, "of": {"name": "refine", "max_rounds": 2}}'
+    assert parse_strategy(text) == BestOfN(n=4, of=Refine(max_rounds=2))
+    with pytest.raises(StrategyError, match="did you mean 'max_rounds'"):
+        parse_strategy("refine:max_round=2")
+    with pytest.raises(StrategyError, match="did you mean 'self-consistency'"):
+        parse_strategy("self-consistancy:n=3")
+
+
 def test_overrides_and_python_values_are_checked_and_coerced() -> None:
     assert parse_strategy("self-consistency:n=4", n=3) == SelfConsistency(n=3)
     assert parse_strategy("self-consistency:n=4", n=None) == SelfConsistency(n=4)
@@ -221,37 +242,38 @@ BAD: list[tuple[Any, str]] = [
     ("self-consistency:=3", "bad parameter '=3'"),
     ("self-consistency:width=3", "strategy 'self-consistency' has no parameter 'width'"),
     ("self-consistency:name=x", "has no parameter 'name'"),
-    ("self-consistency:n=1,n=2", "parameter 'n' given twice"),
-    ("self-consistency:n=many", "parameter 'n': wants int, got 'many'"),
-    ("self-consistency:n=2.5", "parameter 'n': wants int"),
-    ("self-consistency:n", "parameter 'n': wants int, got 'true'"),
-    ("self-consistency:n=0", "parameter 'n': must be >= 1"),
-    ("self-consistency:n=100000000", "parameter 'n': must be <= 1000000"),
-    ("self-consistency:temperature=-1", "parameter 'temperature': must be >= 0"),
-    ("self-consistency:temperature=1e9", "parameter 'temperature': must be <= 2"),
-    ("self-consistency:temperature=nan", "parameter 'temperature': must be a finite number"),
-    ("self-consistency:top_p=nan", "parameter 'top_p': must be a finite number"),
-    ("self-consistency:top_p=0", "parameter 'top_p': must be > 0"),
-    ("mcts:c=inf", "strategy 'mcts', parameter 'c': must be a finite number"),
-    ("best-of-n:weighted=maybe", "parameter 'weighted': wants bool"),
-    ("mcts:value=vibes", "parameter 'value': must be 'rollout', 'agreement' or 'score'"),
-    ("beam-search:delimiter=", "parameter 'delimiter': must not be empty"),
-    ("budget-forcing:min_tokens=300", "parameter 'min_tokens': must be <= max_tokens"),
-    ("deepconf:top_k=1", "strategy 'deepconf', parameter 'top_k': must be >= 2"),
-    ("best-of-n:of=(refine:max_rounds=-1)", "strategy 'refine', parameter 'max_rounds': must be >= 0"),
+    ("self-consistency:n=1,n=2", "parameter n given twice"),
+    ("self-consistency:n=many", "parameter n wants int, got 'many'"),
+    ("self-consistency:n=2.5", "parameter n wants int"),
+    ("self-consistency:n", "parameter n wants int, got 'true'"),
+    ("self-consistency:n=0", "parameter n must be >= 1"),
+    ("self-consistency:n=100000000", "parameter n must be <= 1000000"),
+    ("self-consistency:temperature=-1", "parameter temperature must be >= 0"),
+    ("self-consistency:temperature=1e9", "parameter temperature must be <= 2"),
+    ("self-consistency:temperature=nan", "parameter temperature must be a finite number"),
+    ("self-consistency:top_p=nan", "parameter top_p must be a finite number"),
+    ("self-consistency:top_p=0", "parameter top_p must be > 0"),
+    ("mcts:c=inf", "strategy 'mcts': parameter c must be a finite number"),
+    ("best-of-n:weighted=maybe", "parameter weighted wants bool"),
+    ("mcts:value=vibes", "parameter value must be 'rollout', 'agreement' or 'score'"),
+    ("beam-search:delimiter=", "parameter delimiter must not be empty"),
+    ("budget-forcing:min_tokens=300", "parameter min_tokens must be <= max_tokens"),
+    ("deepconf:top_k=1", "strategy 'deepconf': parameter top_k must be >= 2"),
+    ("best-of-n:of=(refine:max_rounds=-1)", "strategy 'refine': parameter max_rounds must be >= 0"),
     ("best-of-n:of=(telepathy)", "unknown strategy 'telepathy'"),
-    ("refine:verifier=judge", "parameter 'verifier': verifier 'judge' needs an engine"),
-    ("refine:verifier=vibes", "parameter 'verifier': unknown verifier spec"),
+    ("refine:verifier=judge", "parameter verifier: verifier 'judge' needs an engine"),
+    ("refine:verifier=vibes", "parameter verifier: unknown verifier spec"),
     ("refine:verifier=tests:/no/such/file.py", "tests file not found"),
     (DEEP, f"nested more than {MAX_DEPTH} deep"),
     ({"n": 4}, 'needs a "name"'),
-    ({"name": "best-of-n", "n": [4]}, "parameter 'n': wants int"),
+    ('{"name": "best-of-n", "n": 4', "bad JSON strategy"),
+    ({"name": "best-of-n", "n": [4]}, "parameter n wants int"),
     ({"name": "best-of-n", "of": 5}, "a strategy is a spec string or an object, not int"),
     (
         {"name": "best-of-n", "of": {"name": "refine", "rounds": 2}},
         "strategy 'refine' has no parameter 'rounds'",
     ),
-    ({"name": "best-of-n", "n": True}, "parameter 'n': wants int"),
+    ({"name": "best-of-n", "n": True}, "parameter n wants int"),
     (5, "a strategy is a spec string or an object, not int"),
 ]
 
@@ -265,11 +287,11 @@ def test_bad_specs_give_one_line_strategy_errors(spec: Any, message: str) -> Non
 
 def test_python_constructors_check_their_values() -> None:
     for build, message in [
-        (lambda: SelfConsistency(n=0), "strategy 'self-consistency', parameter 'n': must be >= 1"),
-        (lambda: SelfConsistency(temperature=math.nan), "parameter 'temperature': must be a finite number"),
-        (lambda: SelfConsistency(top_p=1.5), "parameter 'top_p': must be <= 1"),
-        (lambda: BestOfN(of="refine"), "parameter 'of': wants a strategy, got str"),  # type: ignore[arg-type]
-        (lambda: Refine(verifier="math"), "parameter 'verifier': wants a verifier, got str"),  # type: ignore[arg-type]
+        (lambda: SelfConsistency(n=0), "strategy 'self-consistency': parameter n must be >= 1"),
+        (lambda: SelfConsistency(temperature=math.nan), "parameter temperature must be a finite number"),
+        (lambda: SelfConsistency(top_p=1.5), "parameter top_p must be <= 1"),
+        (lambda: BestOfN(of="refine"), "parameter of wants a strategy, got str"),  # type: ignore[arg-type]
+        (lambda: Refine(verifier="math"), "parameter verifier wants a verifier, got str"),  # type: ignore[arg-type]
     ]:
         with pytest.raises(StrategyError, match=message.replace("(", r"\(")):
             build()

@@ -20,14 +20,16 @@ The text grammar is in `ponder.strategies.spec`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
+import json
 import math
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, NamedTuple
 
 import pydantic
 
@@ -36,6 +38,9 @@ from ponder.problem import Problem
 from ponder.strategies.spec import SpecSyntaxError, format_value, split_spec
 from ponder.verifiers import SPEC_HELP, parse_verifier_spec, verifier_spec
 from ponder.verifiers.base import Verifier
+
+if TYPE_CHECKING:
+    from ponder.engines.base import Engine
 
 #: the most samples (or beams, particles, iterations) one strategy may ask for
 MAX_COUNT = 1_000_000
@@ -106,7 +111,7 @@ class Strategy(ABC):
 
     def invalid(self, parameter: str, why: str) -> StrategyError:
         """The error for a bad value of `parameter`, e.g. `raise self.invalid("n", "must be even")`."""
-        return StrategyError(f"strategy {self.name!r}, parameter {parameter!r}: {why}")
+        return StrategyError(f"strategy {self.name!r}: parameter {parameter} {why}")
 
     @abstractmethod
     async def run(self, problem: Problem, ctx: Context) -> Result: ...
@@ -173,53 +178,43 @@ def strategy_json_schema() -> dict[str, Any]:
     return {"$schema": _DIALECT, "$ref": "#/$defs/strategy", "$defs": _all_defs()}
 
 
-def parse_strategy(spec: str | Mapping[str, Any] | Strategy, **overrides: Any) -> Strategy:
+def parse_strategy(
+    spec: str | Mapping[str, Any] | Strategy, *, engine: Engine | None = None, **overrides: Any
+) -> Strategy:
     """A strategy from a spec string ("beam-search:width=4,expand=2",
-    "best-of-n:n=4,of=(refine:max_rounds=2)") or its JSON form ({"name": "best-of-n", "n": 4});
-    `overrides` that are not None and name a parameter replace the spec's value."""
+    "best-of-n:n=4,of=(refine:max_rounds=2)") or its JSON form ({"name": "best-of-n", "n": 4},
+    also as a JSON string); `overrides` that are not None and name a parameter replace the
+    spec's value. `engine` is what `judge` / `reward` verifier specs inside it grade with."""
     if isinstance(spec, Strategy):
         return spec
     import ponder.strategies  # noqa: F401  (fills the registry)
 
-    return _build(spec, {k: v for k, v in overrides.items() if v is not None}, depth=1)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return _build(spec, overrides, engine, depth=1)
 
 
-def _build(spec: object, overrides: dict[str, Any], depth: int) -> Strategy:
+def _build(spec: object, overrides: dict[str, Any], engine: Engine | None, depth: int) -> Strategy:
     if depth > MAX_DEPTH:
         raise StrategyError(f"strategies nested more than {MAX_DEPTH} deep")
-    name: object
-    params: Sequence[tuple[object, Any]]
-    if isinstance(spec, str):
-        try:
-            name, params = split_spec(spec)
-        except SpecSyntaxError as exc:
-            raise StrategyError(f"malformed strategy spec: {exc}") from None
-    elif isinstance(spec, Mapping):
-        name = spec.get("name")
-        params = [(k, v) for k, v in spec.items() if k != "name"]
-    else:
-        raise StrategyError(f"a strategy is a spec string or an object, not {type(spec).__name__}")
-    if not isinstance(name, str):
-        raise StrategyError(f'a strategy object needs a "name" (a strategy name), got {spec!r:.200}')
+    name, params = _split(spec)
     cls = REGISTRY.get(name)
     if cls is None:
-        raise StrategyError(f"unknown strategy {name!r:.100}: choose one of {', '.join(sorted(REGISTRY))}")
+        raise StrategyError(f"unknown strategy {name!r:.100}{_guess(name, REGISTRY)}")
     kinds = _fields(cls)
     kwargs: dict[str, Any] = {}
     for raw_key, value in params:
         key = str(raw_key).replace("-", "_")
         if key not in kinds:
-            known = ", ".join(kinds) or "none"
-            raise StrategyError(f"strategy {name!r} has no parameter {raw_key!r:.100} (parameters: {known})")
+            raise StrategyError(f"strategy {name!r} has no parameter {raw_key!r:.100}{_guess(key, kinds)}")
         if key in kwargs:
-            raise StrategyError(f"strategy {name!r}: parameter {key!r} given twice")
+            raise StrategyError(f"strategy {name!r}: parameter {key} given twice")
         if kinds[key] == "strategy" and value is not None and not isinstance(value, Strategy):
-            value = _build(value, {}, depth + 1)
+            value = _build(value, {}, engine, depth + 1)
         elif kinds[key] == "verifier" and isinstance(value, str):
             try:
-                value = parse_verifier_spec(value)
+                value = parse_verifier_spec(value, engine=engine)
             except ValueError as exc:
-                raise StrategyError(f"strategy {name!r}, parameter {key!r}: {exc}") from None
+                raise StrategyError(f"strategy {name!r}: parameter {key}: {exc}") from None
         kwargs[key] = value
     kwargs.update((k, v) for k, v in overrides.items() if k in kinds)
     try:
@@ -228,6 +223,34 @@ def _build(spec: object, overrides: dict[str, Any], depth: int) -> Strategy:
         raise
     except ValueError as exc:  # a subclass's own check that did not say which strategy
         raise StrategyError(f"strategy {name!r}: {exc}") from None
+
+
+def _split(spec: object) -> tuple[str, Sequence[tuple[object, Any]]]:
+    """(name, [(key, value), ...]) of a spec string, a JSON object or its JSON text."""
+    if isinstance(spec, str) and spec.lstrip().startswith("{"):
+        try:
+            spec = json.loads(spec)
+        except ValueError as exc:
+            raise StrategyError(f"bad JSON strategy: {exc}") from None
+    if isinstance(spec, str):
+        try:
+            return split_spec(spec)
+        except SpecSyntaxError as exc:
+            raise StrategyError(f"malformed strategy spec: {exc}") from None
+    if not isinstance(spec, Mapping):
+        raise StrategyError(f"a strategy is a spec string or an object, not {type(spec).__name__}")
+    name = spec.get("name")
+    if not isinstance(name, str):
+        raise StrategyError(f'a strategy object needs a "name" (a strategy name), got {spec!r:.200}')
+    return name, [(k, v) for k, v in spec.items() if k != "name"]
+
+
+def _guess(word: str, choices: Iterable[str]) -> str:
+    """ ": did you mean 'x'? (one of a, b, c)" for an unknown name."""
+    names = sorted(choices)
+    close = difflib.get_close_matches(word, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} (choose from: {', '.join(names) or 'none'})"
 
 
 # --- fields, types and schemas -----------------------------------------------------------------
@@ -332,7 +355,7 @@ def _explain(name: str, exc: pydantic.ValidationError) -> str:
     else:
         hint = typing.get_type_hints(REGISTRY[name]).get(key) if name in REGISTRY else None
         why = f"wants {_type_name(hint) if hint is not None else 'another value'}"
-    return f"strategy {name!r}, parameter {key!r}: {why}, got {error.get('input')!r:.100}"
+    return f"strategy {name!r}: parameter {key} {why}, got {error.get('input')!r:.100}"
 
 
 def _finite(value: Any) -> bool:
