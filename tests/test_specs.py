@@ -407,3 +407,25 @@ def test_any_composition_round_trips_through_text_json_and_the_schema(s: Strateg
     VALIDATOR.validate(data)
     wrapped = BestOfN(n=2, of=s)
     assert parse_strategy(wrapped.spec()) == wrapped
+
+
+SPEC_CHARACTERS = st.sampled_from(
+    ["(", ")", ",", "=", '"', "\\", ":", " ", "n", "1", "of", "refine", "best-of-n", "{"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=40), st.lists(SPEC_CHARACTERS, max_size=30).map("".join)))
+def test_any_text_parses_or_is_one_strategy_error(text: str) -> None:
+    for spec in (text, "best-of-n:" + text, "best-of-n:of=" + text):
+        try:
+            parse_strategy(spec)
+        except StrategyError as exc:
+            assert "\n" not in str(exc)
+
+
+def test_huge_and_deep_inputs_are_one_line_errors() -> None:
+    for spec in ("best-of-n:wait=" + "(" * 200_000, '{"name": ' + "[" * 100_000, "x" * 1_000_000):
+        with pytest.raises(StrategyError) as caught:
+            parse_strategy(spec)
+        assert len(str(caught.value)) < 400

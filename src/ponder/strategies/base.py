@@ -230,7 +230,7 @@ def _split(spec: object) -> tuple[str, Sequence[tuple[object, Any]]]:
     if isinstance(spec, str) and spec.lstrip().startswith("{"):
         try:
             spec = json.loads(spec)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise StrategyError(f"bad JSON strategy: {exc}") from None
     if isinstance(spec, str):
         try:

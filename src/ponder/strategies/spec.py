@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 #: a bare value may hold anything but these (and no edge whitespace)
@@ -35,7 +36,9 @@ def split_spec(text: str) -> tuple[str, list[tuple[str, str]]]:
         key, eq, raw = item.partition("=")
         key = key.strip()
         if not _KEY.fullmatch(key):
-            raise SpecSyntaxError(f"bad parameter {item.strip()!r} in {text!r}: expected key=value")
+            raise SpecSyntaxError(
+                f"bad parameter {_short(item.strip())} in {_short(text)}: expected key=value"
+            )
         params.append((key, unquote(raw.strip()) if eq else "true"))
     return name.strip(), params
 
@@ -68,7 +71,7 @@ def unquote(value: str) -> str:
         except ValueError:
             decoded = None
         if not isinstance(decoded, str):
-            raise SpecSyntaxError(f'bad quoted value {value}: one JSON string, e.g. "a, b"')
+            raise SpecSyntaxError(f'bad quoted value {_short(value)}: one JSON string, e.g. "a, b"')
         return decoded
     return unwrap(value)
 
@@ -78,10 +81,10 @@ def format_value(text: str) -> str:
     return json.dumps(text, ensure_ascii=False) if _NEEDS_QUOTES.search(text) else text
 
 
-def _scan(text: str) -> list[tuple[int, str, int]]:
+def _scan(text: str) -> Iterator[tuple[int, str, int]]:
     """(index, char, depth) for each character outside quotes; a closing ")" has the depth it
     closes to. Raises on an unbalanced parenthesis or an unterminated quote."""
-    out, depth, quoted, escaped = [], 0, False, False
+    depth, quoted, escaped = 0, False, False
     for i, char in enumerate(text):
         if quoted:
             if escaped:
@@ -98,10 +101,14 @@ def _scan(text: str) -> list[tuple[int, str, int]]:
         elif char == ")":
             depth -= 1
             if depth < 0:
-                raise SpecSyntaxError(f"unbalanced ')' at position {i + 1} of {text!r}")
-        out.append((i, char, depth))
+                raise SpecSyntaxError(f"unbalanced ')' at position {i + 1} of {_short(text)}")
+        yield i, char, depth
     if quoted:
-        raise SpecSyntaxError(f"unterminated quote in {text!r}")
+        raise SpecSyntaxError(f"unterminated quote in {_short(text)}")
     if depth:
-        raise SpecSyntaxError(f"unbalanced '(' in {text!r}: {depth} not closed")
-    return out
+        raise SpecSyntaxError(f"unbalanced '(' in {_short(text)}: {depth} not closed")
+
+
+def _short(text: str) -> str:
+    """`text` quoted for an error line, its middle cut when it is long."""
+    return repr(text if len(text) <= 120 else f"{text[:80]} ... {text[-30:]}")
