@@ -12,6 +12,7 @@ import inspect
 import json
 import math
 import pkgutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from ponder.strategies import (
     parse_strategy,
     strategy_json_schema,
 )
+from ponder.strategies.base import COUNT
 from ponder.strategies.spec import format_value, split_spec
 from ponder.verifiers import Judge, MathEquivalence, Regex, Reward, UnitTests
 
@@ -250,8 +252,8 @@ BAD: list[tuple[Any, str]] = [
     ("self-consistency:n=100000000", "parameter n must be <= 1000000"),
     ("self-consistency:temperature=-1", "parameter temperature must be >= 0"),
     ("self-consistency:temperature=1e9", "parameter temperature must be <= 2"),
-    ("self-consistency:temperature=nan", "parameter temperature must be a finite number"),
-    ("self-consistency:top_p=nan", "parameter top_p must be a finite number"),
+    ("self-consistency:temperature=nan", "parameter temperature must be a number, not NaN"),
+    ("self-consistency:top_p=nan", "parameter top_p must be a number, not NaN"),
     ("self-consistency:top_p=0", "parameter top_p must be > 0"),
     ("mcts:c=inf", "strategy 'mcts': parameter c must be a finite number"),
     ("best-of-n:weighted=maybe", "parameter weighted wants bool"),
@@ -288,13 +290,50 @@ def test_bad_specs_give_one_line_strategy_errors(spec: Any, message: str) -> Non
 def test_python_constructors_check_their_values() -> None:
     for build, message in [
         (lambda: SelfConsistency(n=0), "strategy 'self-consistency': parameter n must be >= 1"),
-        (lambda: SelfConsistency(temperature=math.nan), "parameter temperature must be a finite number"),
+        (lambda: SelfConsistency(temperature=math.nan), "parameter temperature must be a number, not NaN"),
         (lambda: SelfConsistency(top_p=1.5), "parameter top_p must be <= 1"),
         (lambda: BestOfN(of="refine"), "parameter of wants a strategy, got str"),  # type: ignore[arg-type]
         (lambda: Refine(verifier="math"), "parameter verifier wants a verifier, got str"),  # type: ignore[arg-type]
     ]:
         with pytest.raises(StrategyError, match=message.replace("(", r"\(")):
             build()
+
+
+def test_infinity_where_the_default_is_infinite_and_parsing_types_values_without_super() -> None:
+    @dataclass
+    class Toy(Strategy):
+        name = "toy"
+        summary = "a strategy for this test only"
+
+        threshold: float = field(
+            default=math.inf, metadata={"help": "answer at once above this (inf: never)"}
+        )
+        n: int = field(default=2, metadata={"help": "samples", **COUNT})
+
+        def __post_init__(self) -> None:  # forgets super(), as a strategy written before validation
+            pass
+
+        async def run(self, problem: Problem, ctx: Any) -> Any:
+            raise NotImplementedError
+
+    try:
+        assert parse_strategy("toy:n=3,threshold=-inf") == Toy(n=3, threshold=-math.inf)
+        assert parse_strategy({"name": "toy", "threshold": "1.5"}) == Toy(threshold=1.5)
+        assert Toy().spec() == "toy" and parse_strategy("toy") == Toy()
+        schema = Toy.json_schema()
+        assert "default" not in schema["properties"]["threshold"]  # JSON has no infinity
+        jsonschema.Draft202012Validator.check_schema(schema)
+        json.dumps(schema, allow_nan=False)
+        for spec, message in [
+            ("toy:threshold=nan", "must be a number, not NaN"),
+            ("toy:n=0", "must be >= 1"),
+        ]:
+            with pytest.raises(StrategyError, match=message):
+                parse_strategy(spec)
+        with pytest.raises(StrategyError, match="parameter temperature must be a finite number"):
+            parse_strategy("cot:temperature=inf")  # a finite default: no infinity
+    finally:
+        REGISTRY.pop("toy")
 
 
 # --- JSON Schema ------------------------------------------------------------------------------

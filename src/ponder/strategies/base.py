@@ -5,9 +5,10 @@ A strategy is a dataclass whose fields are its parameters; `run` reads like the 
 pseudo-code and must be *anytime*: when the meter says stop, return the best so far.
 
 A field's `metadata` holds its help text and its range (`ge`, `gt`, `le`, `lt`,
-`min_length`); pydantic checks every value against the field's type and range when the
-strategy is built, so `SelfConsistency(n=0)`, `temperature=nan` and a misspelt choice are a
-`StrategyError` naming the strategy and the parameter. A field typed `Strategy` (e.g.
+`min_length`; numbers are finite unless `allow_inf` or the default is infinite, never NaN);
+pydantic checks every value against the field's type and range when the strategy is built,
+so `SelfConsistency(n=0)`, `temperature=nan` and a misspelt choice are a `StrategyError`
+naming the strategy and the parameter. A field typed `Strategy` (e.g.
 `BestOfN.of`) takes a nested strategy, a field typed `Verifier` a verifier spec
 (`ponder.verifiers.parse_verifier_spec`); both round-trip through `spec()` / `to_dict()`:
 
@@ -95,14 +96,9 @@ class Strategy(ABC):
         """Check every parameter against its type and range, converting where pydantic's lax
         mode does ("4" -> 4 for an int field). Subclasses with checks across fields call this
         first."""
-        model = _model(type(self))
-        values = {name: getattr(self, name) for name in model.model_fields}
-        try:
-            checked = model.model_validate(values)
-        except pydantic.ValidationError as exc:
-            raise StrategyError(_explain(self.name, exc)) from None
-        for name in values:
-            setattr(self, name, getattr(checked, name))
+        values = {name: getattr(self, name) for name in _model(type(self)).model_fields}
+        for name, value in _check(type(self), values).items():
+            setattr(self, name, value)
         for name, kind in _fields(type(self)).items():
             value = getattr(self, name)
             wanted = {"strategy": Strategy, "verifier": Verifier}.get(kind)
@@ -217,6 +213,8 @@ def _build(spec: object, overrides: dict[str, Any], engine: Engine | None, depth
                 raise StrategyError(f"strategy {name!r}: parameter {key}: {exc}") from None
         kwargs[key] = value
     kwargs.update((k, v) for k, v in overrides.items() if k in kinds)
+    # checked here too, so a subclass whose __post_init__ forgets super() still gets typed values
+    kwargs.update(_check(cls, {k: v for k, v in kwargs.items() if kinds[k] == "value"}))
     try:
         return cls(**kwargs)
     except StrategyError:
@@ -283,12 +281,26 @@ def _model(cls: type[Strategy]) -> type[pydantic.BaseModel]:
         constraints = {k: f.metadata[k] for k in _CONSTRAINTS if k in f.metadata}
         checks: list[Any] = []
         if _base_type(hint) in (int, float):
-            constraints["allow_inf_nan"] = False
+            # infinity only where it means something ("allow_inf", or an infinite default)
+            infinite = f.metadata.get("allow_inf", False) or _infinite(_default(f))
+            constraints["allow_inf_nan"] = infinite
             checks.append(pydantic.BeforeValidator(_no_bool))  # after Field: the schema keeps the range
+            if infinite:
+                checks.append(pydantic.AfterValidator(_no_nan))
         info = pydantic.Field(description=f.metadata.get("help") or None, **constraints)
         fields[f.name] = (Annotated[hint, info, *checks], _default(f))
     config = pydantic.ConfigDict(extra="forbid", title=cls.name)
     return pydantic.create_model(cls.__name__, __config__=config, **fields)
+
+
+def _check(cls: type[Strategy], values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (plain parameters) checked against their types and ranges, converted."""
+    model = _model(cls)
+    try:
+        checked = model.model_validate(values)
+    except pydantic.ValidationError as exc:
+        raise StrategyError(_explain(cls.name, exc)) from None
+    return {name: getattr(checked, name) for name in values}
 
 
 def _no_bool(value: Any) -> Any:
@@ -298,13 +310,20 @@ def _no_bool(value: Any) -> Any:
     return value
 
 
+def _no_nan(value: float) -> float:
+    if math.isnan(value):
+        raise ValueError("a number, not NaN")
+    return value
+
+
 def _object_schema(cls: type[Strategy]) -> dict[str, Any]:
     schema = _model(cls).model_json_schema()
     properties: dict[str, Any] = {"name": {"const": cls.name}}
     helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
     for key, kind in _fields(cls).items():
-        if kind == "value":
-            properties[key] = {k: v for k, v in schema["properties"][key].items() if k != "title"}
+        if kind == "value":  # (JSON has no infinity: an infinite default is left unsaid)
+            prop = schema["properties"][key]
+            properties[key] = {k: v for k, v in prop.items() if k != "title" and not _infinite(v)}
             continue
         one = (
             {"$ref": "#/$defs/strategy"}
@@ -342,7 +361,10 @@ def _explain(name: str, exc: pydantic.ValidationError) -> str:
     ctx = error.get("ctx") or {}
     bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
     kind = error["type"]
-    if kind == "finite_number" or (kind in bounds and not _finite(error.get("input"))):
+    number = _number(error.get("input"))
+    if number is not None and math.isnan(number):
+        why = "must be a number, not NaN"
+    elif kind == "finite_number" or (kind in bounds and number is not None and math.isinf(number)):
         why = "must be a finite number"
     elif kind in bounds:
         why = f"must be {bounds[kind]} {next(iter(ctx.values()))}"
@@ -358,11 +380,16 @@ def _explain(name: str, exc: pydantic.ValidationError) -> str:
     return f"strategy {name!r}: parameter {key} {why}, got {error.get('input')!r:.100}"
 
 
-def _finite(value: Any) -> bool:
+def _number(value: Any) -> float | None:
+    """`value` as a float if it reads as one ("nan", "1e9", 3), else None."""
     try:
-        return math.isfinite(float(value))
+        return float(value)
     except (TypeError, ValueError, OverflowError):
-        return True  # not a number at all: some other error explains it
+        return None
+
+
+def _infinite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _base_type(hint: Any) -> Any:
