@@ -299,7 +299,7 @@ def test_python_constructors_check_their_values() -> None:
             build()
 
 
-def test_infinity_where_the_default_is_infinite_and_parsing_types_values_without_super() -> None:
+def test_infinity_where_the_default_is_infinite_and_own_checks_need_no_super() -> None:
     @dataclass
     class Toy(Strategy):
         name = "toy"
@@ -310,8 +310,8 @@ def test_infinity_where_the_default_is_infinite_and_parsing_types_values_without
         )
         n: int = field(default=2, metadata={"help": "samples", **COUNT})
 
-        def __post_init__(self) -> None:  # forgets super(), as a strategy written before validation
-            pass
+        def __post_init__(self) -> None:  # its own checks: the base's run first, no super() needed
+            assert isinstance(self.n, int)
 
         async def run(self, problem: Problem, ctx: Any) -> Any:
             raise NotImplementedError
@@ -320,6 +320,9 @@ def test_infinity_where_the_default_is_infinite_and_parsing_types_values_without
         assert parse_strategy("toy:n=3,threshold=-inf") == Toy(n=3, threshold=-math.inf)
         assert parse_strategy({"name": "toy", "threshold": "1.5"}) == Toy(threshold=1.5)
         assert Toy().spec() == "toy" and parse_strategy("toy") == Toy()
+        assert Toy(n="3").n == 3  # type: ignore[arg-type]
+        with pytest.raises(StrategyError, match="strategy 'toy': parameter n must be >= 1"):
+            Toy(n=0)
         schema = Toy.json_schema()
         assert "default" not in schema["properties"]["threshold"]  # JSON has no infinity
         jsonschema.Draft202012Validator.check_schema(schema)

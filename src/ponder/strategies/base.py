@@ -91,11 +91,23 @@ class Strategy(ABC):
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
             REGISTRY[cls.name] = cls
+        own = cls.__dict__.get("__post_init__")
+        if own is not None:  # a subclass's checks across fields run on checked values
+
+            @functools.wraps(own)
+            def checked_first(self: Strategy) -> None:
+                Strategy._check_parameters(self)
+                own(self)
+
+            cls.__post_init__ = checked_first  # type: ignore[method-assign]
 
     def __post_init__(self) -> None:
         """Check every parameter against its type and range, converting where pydantic's lax
-        mode does ("4" -> 4 for an int field). Subclasses with checks across fields call this
-        first."""
+        mode does ("4" -> 4 for an int field). A subclass's own `__post_init__` (checks across
+        fields) runs after this, without calling super()."""
+        self._check_parameters()
+
+    def _check_parameters(self) -> None:
         values = {name: getattr(self, name) for name in _model(type(self)).model_fields}
         for name, value in _check(type(self), values).items():
             setattr(self, name, value)
@@ -213,8 +225,6 @@ def _build(spec: object, overrides: dict[str, Any], engine: Engine | None, depth
                 raise StrategyError(f"strategy {name!r}: parameter {key}: {exc}") from None
         kwargs[key] = value
     kwargs.update((k, v) for k, v in overrides.items() if k in kinds)
-    # checked here too, so a subclass whose __post_init__ forgets super() still gets typed values
-    kwargs.update(_check(cls, {k: v for k, v in kwargs.items() if kinds[k] == "value"}))
     try:
         return cls(**kwargs)
     except StrategyError:

@@ -51,7 +51,6 @@ class BudgetForcing(Strategy):
     temperature: float = field(default=0.0, metadata={"help": "sampling temperature", **TEMPERATURE})
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.min_tokens > self.max_tokens:
             raise self.invalid(
                 "min_tokens", f"must be <= max_tokens ({self.max_tokens}), got {self.min_tokens}"
