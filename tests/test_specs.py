@@ -311,7 +311,8 @@ def test_infinity_where_the_default_is_infinite_and_own_checks_need_no_super() -
         n: int = field(default=2, metadata={"help": "samples", **COUNT})
 
         def __post_init__(self) -> None:  # its own checks: the base's run first, no super() needed
-            assert isinstance(self.n, int)
+            if self.n == 7:  # checked already: an int, so == works
+                raise ValueError("n must not be 7")
 
         async def run(self, problem: Problem, ctx: Any) -> Any:
             raise NotImplementedError
@@ -323,6 +324,8 @@ def test_infinity_where_the_default_is_infinite_and_own_checks_need_no_super() -
         assert Toy(n="3").n == 3  # type: ignore[arg-type]
         with pytest.raises(StrategyError, match="strategy 'toy': parameter n must be >= 1"):
             Toy(n=0)
+        with pytest.raises(StrategyError, match="strategy 'toy': n must not be 7"):
+            parse_strategy("toy:n=7")
         schema = Toy.json_schema()
         assert "default" not in schema["properties"]["threshold"]  # JSON has no infinity
         jsonschema.Draft202012Validator.check_schema(schema)

@@ -97,7 +97,12 @@ class Strategy(ABC):
             @functools.wraps(own)
             def checked_first(self: Strategy) -> None:
                 Strategy._check_parameters(self)
-                own(self)
+                try:
+                    own(self)
+                except StrategyError:
+                    raise
+                except ValueError as exc:  # a check that did not say which strategy
+                    raise StrategyError(f"strategy {self.name!r}: {exc}") from None
 
             cls.__post_init__ = checked_first  # type: ignore[method-assign]
 
@@ -225,12 +230,7 @@ def _build(spec: object, overrides: dict[str, Any], engine: Engine | None, depth
                 raise StrategyError(f"strategy {name!r}: parameter {key}: {exc}") from None
         kwargs[key] = value
     kwargs.update((k, v) for k, v in overrides.items() if k in kinds)
-    try:
-        return cls(**kwargs)
-    except StrategyError:
-        raise
-    except ValueError as exc:  # a subclass's own check that did not say which strategy
-        raise StrategyError(f"strategy {name!r}: {exc}") from None
+    return cls(**kwargs)
 
 
 def _split(spec: object) -> tuple[str, Sequence[tuple[object, Any]]]:
