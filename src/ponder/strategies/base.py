@@ -254,7 +254,7 @@ def _split(spec: object) -> tuple[str, Sequence[tuple[object, Any]]]:
 
 
 def _guess(word: str, choices: Iterable[str]) -> str:
-    """ ": did you mean 'x'? (one of a, b, c)" for an unknown name."""
+    """The tail of an unknown-name error: "; did you mean 'x'? (choose from: a, b, c)"."""
     names = sorted(choices)
     close = difflib.get_close_matches(word, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
