@@ -4,9 +4,7 @@ tables and a plot. Bad input fails with one line and exit 2 before any model is 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,16 +33,21 @@ from ponder.bench import (
 )
 from ponder.budget import Budget, BudgetError
 from ponder.cli.app import app
+from ponder.cli.engine import (
+    ApiKeyEnv,
+    BaseUrl,
+    EngineName,
+    EngineOptions,
+    ModelName,
+    ModelPath,
+    PriceInput,
+    PriceOutput,
+)
 from ponder.cli.errors import fail, stderr
-from ponder.cli.think import closing, engine_from_options
+from ponder.cli.think import closing
 from ponder.datasets import get_dataset
-from ponder.engines import ENGINES
 from ponder.engines.base import Engine
 from ponder.store import StoreError, TraceStore
-
-# Test-only hook: "module:callable" returning an engine, used instead of --engine (lets the
-# resume test drive the real CLI in a subprocess with a deterministic scripted engine).
-ENGINE_HOOK = "PONDER_BENCH_ENGINE"
 
 STRATEGIES_HELP = (
     "Strategy specs to compare. Separate specs with ';' or ','; a comma-separated item that is not "
@@ -83,14 +86,13 @@ def bench(
         int, typer.Option(help="Problems thought about at once (the engine batches them).")
     ] = 4,
     max_tokens: Annotated[int, typer.Option(help="Cap on tokens per sample.")] = 512,
-    engine: Annotated[
-        str, typer.Option(help="llamacpp (embedded) or openai (any OpenAI-compatible server).")
-    ] = "llamacpp",
-    model: Annotated[str | None, typer.Option(help="Model name for the openai engine.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="Server URL for the openai engine.")] = None,
-    model_path: Annotated[
-        Path | None, typer.Option(help="GGUF file for the embedded engine (default: bundled SmolLM2-135M).")
-    ] = None,
+    engine: EngineName = "llamacpp",
+    model: ModelName = None,
+    base_url: BaseUrl = None,
+    model_path: ModelPath = None,
+    price_input: PriceInput = None,
+    price_output: PriceOutput = None,
+    api_key_env: ApiKeyEnv = None,
     store: Annotated[
         Path | None, typer.Option(help="Trace database (default: $PONDER_HOME/traces.sqlite).")
     ] = None,
@@ -106,9 +108,9 @@ def bench(
         fail("--concurrency must be at least 1")
     if max_tokens < 1:
         fail("--max-tokens must be at least 1")
-    hook = os.environ.get(ENGINE_HOOK)
-    if engine not in ENGINES and not hook:
-        fail(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    options = EngineOptions(
+        engine, model, base_url, model_path, price_input, price_output, api_key_env
+    ).check()
     try:
         config = _config(dataset_config)
         chosen = parse_strategies(strategies)
@@ -125,7 +127,7 @@ def bench(
             max_tokens=max_tokens,
             concurrency=concurrency,
             dataset_config=config,
-            engine_label=hook or _engine_label(engine, model, base_url, model_path),
+            engine_label=options.label(),
         )
         run.prepare()
         trace_store = TraceStore(store)
@@ -133,10 +135,7 @@ def bench(
         fail(str(exc))
     except ImportError as exc:
         fail(f"dataset {dataset!r} needs a package that is not installed: {exc}")
-    try:
-        eng = _hooked_engine(hook) if hook else engine_from_options(engine, model, base_url, model_path)
-    except (OSError, ValueError, RuntimeError) as exc:
-        fail(f"cannot start the {engine} engine: {exc}")
+    eng = options.create()
     rows, errors = asyncio.run(closing(eng, _run_with_progress(run, eng, trace_store)))
     data = summary(run, rows)
     write_outputs(run, data)
@@ -157,20 +156,6 @@ def _config(text: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BenchError("--dataset-config must be a JSON object, e.g. '{\"min_digits\": 1}'")
     return value
-
-
-def _engine_label(engine: str, model: str | None, base_url: str | None, model_path: Path | None) -> str:
-    """What a resumed run must share with the rows already written."""
-    if engine == "openai":
-        return f"openai:{model}@{base_url}"
-    return f"llamacpp:{model_path}" if model_path else "llamacpp"
-
-
-def _hooked_engine(hook: str) -> Engine:
-    module, _, attr = hook.partition(":")
-    factory = getattr(importlib.import_module(module), attr)
-    engine: Engine = factory()
-    return engine
 
 
 async def _run_with_progress(
