@@ -26,25 +26,159 @@ def ponder(*args: str, home: Path, timeout: float = 300) -> subprocess.Completed
     )
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["think", "   "], "question is empty"),
-        (["think", "2+2?", "--budget", "30 parsecs"], "budget"),
-        (["think", "2+2?", "--strategy", "telepathy"], "unknown strategy"),
-        (["think", "2+2?", "--strategy", "self-consistency:n=0"], "n must be"),
-        (["think", "2+2?", "--engine", "quantum"], "unknown engine"),
-        (["think", "2+2?", "--format", "weird"], "unknown answer format"),
-        (["think", "2+2?", "--store", "/proc/no/such/dir/t.sqlite"], "cannot open trace store"),
-        (["think", "2+2?", "--strategy", "direct", "--samples", "4"], "takes no --samples"),
-        (["traces", "show", "nope", "--store", "/nonexistent.sqlite"], "no trace store"),
-    ],
-)
-def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
-    result = ponder(*args, home=tmp_path, timeout=60)
-    assert result.returncode == 2, result.stderr
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+def ponder_bytes(*args: str | bytes, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The CLI with raw argv bytes (a shell passes `$'\\xff\\xfe'` as they are)."""
+    env = {**os.environ, "PONDER_HOME": str(home)}
+    argv = [
+        os.fsencode(sys.executable),
+        b"-m",
+        b"ponder",
+        *(a if isinstance(a, bytes) else a.encode() for a in args),
+    ]
+    done = subprocess.run(argv, capture_output=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+    out, err = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+    return subprocess.CompletedProcess(done.args, done.returncode, out, err)
+
+
+def damaged_store(path: Path) -> str:
+    """A real store with one trace, then the page holding the traces table overwritten with
+    garbage (as a failing disk or a half-copied file leaves it); returns the trace id."""
+    import sqlite3
+
+    from ponder.store import TraceStore
+    from ponder.trace import Trace
+
+    store = TraceStore(path)
+    trace = Trace(store=store)
+    store.begin_trace(trace.id, question="q", strategy="direct", model="m", budget={}, created_at=time.time())
+    trace.add("root", "q")
+    store.finish_trace(
+        trace.id, status="done", answer="4", stopped_by=None, usage={}, finished_at=time.time()
+    )
+    store.close()
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+        page = con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'traces'").fetchone()[0]
+    with path.open("r+b") as fh:
+        fh.seek((page - 1) * page_size)
+        fh.write(b"\xde\xad\xbe\xef" * (page_size // 4))
+    return trace.id
+
+
+# (argv, "{tmp}" for the test's files; exit code; words the one line on stderr must hold)
+OPENAI = ["--engine", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"]  # nothing listens
+BAD_INPUTS: list[tuple[list[str | bytes], int, str]] = [
+    (["think", "   "], 2, "question is empty"),
+    (["think", b"\xff\xfe 2+2"], 2, "question is not valid UTF-8"),
+    (["think", "2+2?", "--system", b"be \xff terse"], 2, "--system is not valid UTF-8"),
+    (["think"], 2, "give a QUESTION"),
+    (["think", "2+2?", "--budget", "30 parsecs"], 2, "budget"),
+    (["think", "2+2?", "--budget", "$abc"], 2, "budget"),
+    (["think", "2+2?", "--strategy", "telepathy"], 2, "unknown strategy"),
+    (["think", "2+2?", "--engine", "quantum"], 2, "unknown engine"),
+    (["think", "2+2?", "--format", "weird"], 2, "unknown answer format"),
+    (["think", "2+2?", "--strategy", "self-consistency:n=0"], 2, "n must be"),
+    (["think", "2+2?", "--strategy", "self-consistency:bogus=1"], 2, "no parameter 'bogus'"),
+    (["think", "2+2?", *OPENAI, "--strategy", "self-consistency:temperature=-1"], 2, "temperature"),
+    (["think", "2+2?", *OPENAI, "--strategy", "self-consistency:temperature=1e9"], 2, "temperature"),
+    (["think", "2+2?", *OPENAI, "--strategy", "self-consistency:temperature=nan"], 2, "temperature"),
+    (["think", "2+2?", *OPENAI, "--strategy", "self-consistency:top_p=nan"], 2, "top_p"),
+    (["think", "2+2?", *OPENAI, "-n", "2"], 1, "the openai engine failed"),
+    (["think", "2+2?", "--store", "/proc/no/such/dir/t.sqlite"], 2, "cannot open trace store"),
+    (["think", "2+2?", "--strategy", "direct", "--samples", "4"], 2, "takes no --samples"),
+    (["think", "2+2?", "--samples", "many"], 2, "'--samples'"),
+    (["think", "2+2?", "--max-tokens", "0"], 2, "--max-tokens must be at least 1"),
+    (["think", "2+2?", "--engine", "openai"], 2, "needs --base-url"),
+    (["think", "2+2?", "--engine", "openai", "--base-url", "ftp://x"], 2, "http:// or https://"),
+    (["think", "2+2?", *OPENAI, "--price-input", "nan"], 2, "--price-input"),
+    (["think", "2+2?", *OPENAI, "--price-output", "-1"], 2, "--price-output"),
+    (["think", "2+2?", "--price-input", "3"], 2, "only apply to --engine openai"),
+    (["think", "2+2?", *OPENAI, "--api-key-env", "NO_SUCH_VAR_X"], 2, "NO_SUCH_VAR_X"),
+    (["think", "--messages", "{tmp}/missing.json"], 2, "cannot read --messages"),
+    (["think", "--messages", "{tmp}/not-json.json"], 2, "not valid JSON"),
+    (["think", "--messages", "{tmp}/latin1.json"], 2, "not UTF-8"),
+    (["think", "--messages", "{tmp}/object.json"], 2, "must hold a JSON list"),
+    (["think", "--messages", "{tmp}/empty.json"], 2, "messages is empty"),
+    (["think", "--messages", "{tmp}/bad-role.json"], 2, "role must be one of"),
+    (["think", "--messages", "{tmp}/no-content.json"], 2, "content must be text"),
+    (["think", "--messages", "{tmp}/ends-with-assistant.json"], 2, "last message must be the user's"),
+    (["traces", "show", "nope", "--store", "/nonexistent.sqlite"], 2, "no trace store"),
+    (["traces", "show", "deadbeef", "--store", "{tmp}/traces.sqlite"], 2, "no single trace matches"),
+    (["traces", "show", "a" * 100_000, "--store", "{tmp}/traces.sqlite"], 2, "(100,000 characters)"),
+    (["traces", "show", b"\xff\xfe", "--store", "{tmp}/traces.sqlite"], 2, "not valid UTF-8"),
+    (["traces", "list", "--store", "{tmp}/damaged.sqlite"], 2, "malformed"),
+    (["traces", "show", "{damaged_id}", "--store", "{tmp}/damaged.sqlite"], 2, "malformed"),
+    (["traces", "list", "--limit", "0", "--store", "{tmp}/traces.sqlite"], 2, "--limit"),
+    (["verify", "{tmp}/cand.py", "--tests", "{tmp}/test_cand.py", "--timeout", "nan"], 2, "--timeout"),
+    (["verify", "{tmp}/cand.py", "--tests", "{tmp}/test_cand.py", "--timeout", "inf"], 2, "--timeout"),
+    (["verify", "{tmp}/cand.py", "--tests", "{tmp}/test_cand.py", "--timeout", "1e19"], 2, "--timeout"),
+    (["verify", "{tmp}/cand.py", "--tests", "{tmp}/test_cand.py", "--timeout", "-1"], 2, "--timeout"),
+    (["bench", "--dataset", "reasoning-gym:basic_arithmetic", "-s", "direct", "--out", "{tmp}/b",
+      "--size", "99999999999"], 2, "at most 10,000 problems"),
+    (["bench", "--dataset", "gsm8k", "-s", "direct", "--out", "{tmp}/b", "--size", "99999999999"], 2,
+     "gsm8k has 100 problems"),
+    (["bench", "--dataset", "gsm8k", "-s", "direct", "--out", "{tmp}/b", "--engine", "openai"], 2,
+     "needs --base-url"),
+    (["frobnicate"], 2, "No such command"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bad_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The files the bad inputs point at: chat files, a healthy and a damaged store, a
+    candidate for `verify`."""
+    from ponder.store import TraceStore
+
+    tmp = tmp_path_factory.mktemp("bad")
+    TraceStore(tmp / "traces.sqlite").close()
+    chats = {
+        "not-json.json": "[{role: user}]",
+        "object.json": json.dumps({"role": "user", "content": "hi"}),
+        "empty.json": "[]",
+        "bad-role.json": json.dumps([{"role": "wizard", "content": "hi"}]),
+        "no-content.json": json.dumps([{"role": "user"}]),
+        "ends-with-assistant.json": json.dumps(
+            [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+        ),
+    }
+    for name, text in chats.items():
+        (tmp / name).write_text(text)
+    (tmp / "latin1.json").write_bytes('[{"role": "user", "content": "café"}]'.encode("latin-1"))
+    (tmp / "cand.py").write_text("def f():\n    return 1\n")
+    (tmp / "test_cand.py").write_text("from candidate import f\n\n\ndef test_f():\n    assert f() == 1\n")
+    return {"tmp": str(tmp), "damaged_id": damaged_store(tmp / "damaged.sqlite")[:8]}
+
+
+@pytest.mark.parametrize(("args", "code", "message"), BAD_INPUTS)
+def test_bad_input_is_one_line_and_a_non_zero_exit(
+    args: list[str | bytes], code: int, message: str, bad_world: dict[str, str], tmp_path: Path
+) -> None:
+    argv = [a.format(**bad_world) if isinstance(a, str) and "{" in a else a for a in args]
+    result = ponder_bytes(*argv, home=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert len(lines[0]) < 400  # a 100,000-character argument does not come back whole
+
+
+def test_bench_size_far_beyond_the_dataset_fails_at_once_without_growing(tmp_path: Path) -> None:
+    """The size is checked before anything is generated: the process stays small."""
+    script = (
+        "import resource, sys\n"
+        "from ponder.cli import main\n"
+        "sys.argv = ['ponder', 'bench', '--dataset', 'reasoning-gym:basic_arithmetic', '-s', 'direct',"
+        f" '--out', {str(tmp_path / 'b')!r}, '--size', '99999999999']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n"
+        "    print(exc.code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PONDER_HOME": str(tmp_path)})  # fmt: skip
+    code, peak_kib = done.stdout.split()
+    assert code == "2" and "at most 10,000" in done.stderr
+    assert int(peak_kib) < 400_000  # imports (numpy, reasoning-gym) only: ~150 MB; unbounded before
 
 
 def test_unknown_trace_id(tmp_path: Path) -> None:
