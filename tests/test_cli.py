@@ -372,3 +372,128 @@ def test_bench_against_an_unreachable_server_reports_and_exits_1(tmp_path: Path)
     result = ponder("bench", "--dataset", "gsm8k", "--size", "1", "-s", "direct", *args, home=tmp_path)
     assert result.returncode == 1, result.stderr
     assert "runs failed" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- chat input, output on a pipe, verdicts ------------------------------------------------
+
+
+async def test_system_prompt_and_chat_file_reach_the_engine(tmp_path: Path) -> None:
+    """What the CLI's options build is what the engine is sent: the system prompt first
+    (ponder's answer instruction after it), the history, then the question."""
+    from fakes import ScriptedEngine
+    from ponder.cli.think import problem_from_options
+    from ponder.think import athink
+
+    chat = tmp_path / "chat.json"
+    history = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4"}]
+    chat.write_text(json.dumps([{"role": "system", "content": "Be a pirate."}, *history]))
+    problem = problem_from_options("And 3+3?", "Be terse.", chat, "number", None)
+    engine = ScriptedEngine(["Arr. Answer: 6"])
+    answer = await athink(problem, strategy="direct", engine=engine, store=False)
+    sent = engine.calls[0].messages
+    assert sent is not None and answer.answer == "6"
+    assert sent[0]["role"] == "system" and sent[0]["content"].startswith("Be terse.\n\nBe a pirate.")
+    assert sent[1:3] == history
+    assert sent[-1]["role"] == "user" and "And 3+3?" in sent[-1]["content"]
+    alone = problem_from_options("2+2?", "Be terse.", None, "auto", None)
+    assert alone.system == "Be terse." and alone.history == []
+
+
+@pytest.mark.model
+def test_system_prompt_and_messages_reach_the_real_model(tmp_path: Path) -> None:
+    """Through the real CLI and model: a system prompt costs its tokens in the prompt, and a
+    chat file answers its last user turn."""
+    common = ["-s", "direct", "--max-tokens", "8", "--json"]
+    plain = json.loads(ponder("think", "What is 5 + 5?", *common, home=tmp_path).stdout)
+    system = "You are a careful calculator. Reply with the final number only, nothing else at all."
+    told = ponder("think", "What is 5 + 5?", "--system", system, *common, home=tmp_path)
+    assert told.returncode == 0, told.stderr
+    extra = json.loads(told.stdout)["usage"]["prompt_tokens"] - plain["usage"]["prompt_tokens"]
+    assert extra >= len(system.split())  # every word of it reached the model's prompt
+
+    chat = tmp_path / "chat.json"
+    chat.write_text(
+        json.dumps([{"role": "user", "content": "What is 2 + 2?"}, {"role": "assistant", "content": "4"}])
+    )
+    result = ponder("think", "--messages", str(chat), "What is 3 + 3?", *common, home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"]  # the history was sent too
+    trace = json.loads(ponder("traces", "show", out["trace_id"], "--json", home=tmp_path).stdout)
+    assert trace["question"] == "What is 3 + 3?"
+
+
+def test_long_lines_on_a_pipe_are_not_wrapped() -> None:
+    """Model text on a pipe is written as is: a 300-character line stays one line."""
+    line = "x = [" + ", ".join(str(i) for i in range(80)) + "]"
+    script = f"from ponder.cli.think import write_text; write_text({line!r}); write_text('y = 1', bold=True)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout == f"{line}\ny = 1\n" and len(line) > 300
+
+
+@pytest.mark.model
+def test_code_written_to_a_file_is_what_the_model_wrote(tmp_path: Path) -> None:
+    """`ponder think ... --format code > out.py` with a long response: stdout holds the
+    response and the code exactly, with no line broken at 80 columns."""
+    question = (
+        "Write a Python function describe(items) that returns one long f-string naming every item, "
+        "its index, its type and its length, all on a single line."
+    )
+    args = ["think", question, "-s", "direct", "--format", "code", "--show-response", "--max-tokens", "160"]
+    result = ponder(*args, home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    trace_id = result.stderr.rsplit("trace ", 1)[1].split()[0]
+    trace = json.loads(ponder("traces", "show", trace_id, "--json", home=tmp_path).stdout)
+    response = next(n["text"] for n in trace["nodes"] if n["kind"] == "answer")
+    assert result.stdout == f"{response}\n{trace['answer']}\n"
+    assert max(len(line) for line in result.stdout.splitlines()) > 80  # a line a wrap would have cut
+
+
+async def test_the_chosen_answers_verdict_is_found_in_the_trace(tmp_path: Path) -> None:
+    """The output reports the verdict on the answer it prints, not on another candidate."""
+    from fakes import ScriptedEngine
+    from ponder.cli.think import Verdicts, verdict_summary
+    from ponder.problem import Problem
+    from ponder.think import athink
+    from ponder.verifiers import parse_verifier_spec
+
+    tests = tmp_path / "test_add.py"
+    tests.write_text("from candidate import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n")
+    good = "```python\ndef add(a, b):\n    return a + b\n```"
+    bad = "```python\ndef add(a, b):\n    return a - b\n```"
+    problem = Problem("Write add(a, b).", format="code")
+    for script, passed in (([bad, good], True), ([bad, bad], False)):
+        verdicts = Verdicts()
+        await athink(
+            problem,
+            strategy="best-of-n:n=2",
+            engine=ScriptedEngine(script),
+            verifier=parse_verifier_spec(f"tests:{tests}"),
+            store=False,
+            on_node=verdicts,
+        )
+        ok, line = verdict_summary(verdicts.of_answer())
+        assert ok is passed
+        assert (
+            line == "tests passed"
+            if passed
+            else line.startswith("tests failed (score 0.00): FAILED test_add")
+        )
+    assert verdict_summary(None) == (
+        False,
+        "not verified: the strategy returned this answer without a verdict on it",
+    )
+
+
+@pytest.mark.model
+def test_a_failed_verifier_is_reported_not_hidden(tmp_path: Path) -> None:
+    tests = tmp_path / "test_never.py"
+    tests.write_text("def test_never():\n    assert False, 'this test cannot pass'\n")
+    args = ["think", "Write a Python function double(x).", "-s", "best-of-n:n=2", "--format", "code",
+            "--verify", f"tests:{tests}", "--max-tokens", "64"]  # fmt: skip
+    human = ponder(*args, home=tmp_path)
+    assert human.returncode == 0, human.stderr
+    assert "✗ tests failed (score 0.00)" in human.stderr and "test_never" in human.stderr
+    assert "tests failed" not in human.stdout  # stdout stays the code alone
+    out = json.loads(ponder(*args, "--json", home=tmp_path).stdout)
+    assert out["verdict"]["passed"] is False and out["verdict"]["verifier"] == "tests"
