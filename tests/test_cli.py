@@ -474,15 +474,10 @@ async def test_the_chosen_answers_verdict_is_found_in_the_trace(tmp_path: Path) 
         )
         ok, line = verdict_summary(verdicts.of_answer())
         assert ok is passed
-        assert (
-            line == "tests passed"
-            if passed
-            else line.startswith("tests failed (score 0.00): FAILED test_add")
-        )
-    assert verdict_summary(None) == (
-        False,
-        "not verified: the strategy returned this answer without a verdict on it",
-    )
+        want = "tests passed" if passed else "tests failed (score 0.00): FAILED test_add"
+        assert line.startswith(want)
+    ok, line = verdict_summary(None)
+    assert not ok and line.startswith("not verified")
 
 
 @pytest.mark.model
