@@ -27,8 +27,10 @@ def ponder(*args: str, home: Path, timeout: float = 300) -> subprocess.Completed
 
 
 def ponder_bytes(*args: str | bytes, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """The CLI with raw argv bytes (a shell passes `$'\\xff\\xfe'` as they are)."""
-    env = {**os.environ, "PONDER_HOME": str(home)}
+    """The CLI with raw argv bytes (a shell passes `$'\\xff\\xfe'` as they are), with no
+    engine settings inherited from the environment (no server URL, key or price)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PONDER_", "OPENAI_"))}
+    env.update(PONDER_HOME=str(home), PONDER_THREADS="1")
     argv = [
         os.fsencode(sys.executable),
         b"-m",
@@ -89,12 +91,15 @@ BAD_INPUTS: list[tuple[list[str | bytes], int, str]] = [
     (["think", "2+2?", "--strategy", "direct", "--samples", "4"], 2, "takes no --samples"),
     (["think", "2+2?", "--samples", "many"], 2, "'--samples'"),
     (["think", "2+2?", "--max-tokens", "0"], 2, "--max-tokens must be at least 1"),
-    (["think", "2+2?", "--engine", "openai"], 2, "needs --base-url"),
+    (["think", "2+2?", "--engine", "openai"], 2, "needs a server"),
     (["think", "2+2?", "--engine", "openai", "--base-url", "ftp://x"], 2, "http:// or https://"),
+    (["think", "2+2?", *OPENAI, "--model-path", "m.gguf"], 2, "--model-path only applies"),
+    (["think", "2+2?", "--price-input", "3"], 2, "give both --price-input and --price-output"),
+    (["think", "2+2?", "--api-key-env", "HOME"], 2, "only apply to --engine openai"),
     (["think", "2+2?", *OPENAI, "--price-input", "nan"], 2, "--price-input"),
     (["think", "2+2?", *OPENAI, "--price-output", "-1"], 2, "--price-output"),
-    (["think", "2+2?", "--price-input", "3"], 2, "only apply to --engine openai"),
     (["think", "2+2?", *OPENAI, "--api-key-env", "NO_SUCH_VAR_X"], 2, "NO_SUCH_VAR_X"),
+    (["think", "2+2?", *OPENAI, "--budget", "$0.01"], 2, "dollar budget needs the price"),
     (["think", "--messages", "{tmp}/missing.json"], 2, "cannot read --messages"),
     (["think", "--messages", "{tmp}/not-json.json"], 2, "not valid JSON"),
     (["think", "--messages", "{tmp}/latin1.json"], 2, "not UTF-8"),
@@ -119,7 +124,7 @@ BAD_INPUTS: list[tuple[list[str | bytes], int, str]] = [
     (["bench", "--dataset", "gsm8k", "-s", "direct", "--out", "{tmp}/b", "--size", "99999999999"], 2,
      "gsm8k has 100 problems"),
     (["bench", "--dataset", "gsm8k", "-s", "direct", "--out", "{tmp}/b", "--engine", "openai"], 2,
-     "needs --base-url"),
+     "needs a server"),
     (["frobnicate"], 2, "No such command"),
 ]  # fmt: skip
 
@@ -492,3 +497,29 @@ def test_a_failed_verifier_is_reported_not_hidden(tmp_path: Path) -> None:
     assert "tests failed" not in human.stdout  # stdout stays the code alone
     out = json.loads(ponder(*args, "--json", home=tmp_path).stdout)
     assert out["verdict"]["passed"] is False and out["verdict"]["verifier"] == "tests"
+
+
+def test_api_key_comes_from_the_variable_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_bench import ArithmeticServer
+
+    monkeypatch.setenv("MY_TEAM_KEY", "sk-test-123")
+    with ArithmeticServer() as server:
+        args = ["-s", "direct", *server.args, "--api-key-env", "MY_TEAM_KEY", "--json"]
+        result = ponder("think", "Calculate 2 + 3.", *args, home=tmp_path)
+        posts = server.server.posts("/chat/completions")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["answer"] == "5"
+    assert posts and all(p.headers["authorization"] == "Bearer sk-test-123" for p in posts)
+
+
+def test_prices_reach_the_engine_and_the_usage(tmp_path: Path) -> None:
+    """--price-input / --price-output are the engine's price: usd is tokens times price."""
+    from test_bench import ArithmeticServer
+
+    with ArithmeticServer() as server:
+        result = ponder("think", "Calculate 2 + 3.", "-s", "direct", *server.args, "--price-input", "1000000",
+                        "--price-output", "2000000", "--json", home=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    usage = json.loads(result.stdout)["usage"]
+    assert usage["completion_tokens"] > 0
+    assert usage["usd"] == pytest.approx(usage["prompt_tokens"] * 1.0 + usage["completion_tokens"] * 2.0)

@@ -136,7 +136,10 @@ def bench(
     except ImportError as exc:
         fail(f"dataset {dataset!r} needs a package that is not installed: {exc}")
     eng = options.create()
-    rows, errors = asyncio.run(closing(eng, _run_with_progress(run, eng, trace_store)))
+    try:
+        rows, errors = asyncio.run(closing(eng, _run_with_progress(run, eng, trace_store)))
+    except BudgetError as exc:
+        fail(str(exc))
     data = summary(run, rows)
     write_outputs(run, data)
     _print(data, run)

@@ -15,8 +15,6 @@ from ponder.cli.errors import fail, shown
 from ponder.engines import ENGINES, create_engine
 from ponder.engines.base import Engine
 
-BASE_URL_ENV = ("PONDER_BASE_URL", "OPENAI_BASE_URL")
-
 EngineName = Annotated[
     str, typer.Option("--engine", help="llamacpp (embedded) or openai (any OpenAI-compatible server).")
 ]
@@ -27,7 +25,7 @@ BaseUrl = Annotated[
     str | None,
     typer.Option(
         help="Server URL for the openai engine, e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1 "
-        "(default: $PONDER_BASE_URL, $OPENAI_BASE_URL).",
+        "(default: from the environment, see the README).",
     ),
 ]
 ModelPath = Annotated[
@@ -35,15 +33,17 @@ ModelPath = Annotated[
 ]
 PriceInput = Annotated[
     float | None,
-    typer.Option(help="Dollars per million prompt tokens (openai engine), for --budget '$0.02' and usage."),
+    typer.Option(
+        help="Dollars per million prompt tokens, for --budget '$0.02' and usage (and --price-output)."
+    ),
 ]
 PriceOutput = Annotated[
-    float | None, typer.Option(help="Dollars per million completion tokens (openai engine).")
+    float | None, typer.Option(help="Dollars per million completion tokens (with --price-input).")
 ]
 ApiKeyEnv = Annotated[
     str | None,
     typer.Option(
-        help="Environment variable holding the API key (default: $PONDER_API_KEY, then $OPENAI_API_KEY).",
+        help="Environment variable holding the openai engine's API key (default: see the README).",
     ),
 ]
 
@@ -66,61 +66,39 @@ class EngineOptions:
         for option, price in (("--price-input", self.price_input), ("--price-output", self.price_output)):
             if price is not None and (not math.isfinite(price) or price < 0):
                 fail(f"{option} must be a number of dollars per million tokens, 0 or more; got {price!r}")
+        if (self.price_input is None) != (self.price_output is None):
+            fail("give both --price-input and --price-output (dollars per million tokens), or neither")
         if self.engine == "llamacpp":
-            given = [
-                option
-                for option, value in (
-                    ("--base-url", self.base_url),
-                    ("--price-input", self.price_input),
-                    ("--price-output", self.price_output),
-                    ("--api-key-env", self.api_key_env),
-                )
-                if value is not None
-            ]
+            given = [o for o, v in (("--base-url", self.base_url), ("--api-key-env", self.api_key_env)) if v]
             if given:
-                fail(f"{', '.join(given)} only apply to --engine openai")
+                fail(f"{' and '.join(given)} only apply to --engine openai")
             return self
         if self.model_path is not None:
             fail("--model-path only applies to --engine llamacpp")
-        url = self.base_url or next((os.environ[v] for v in BASE_URL_ENV if os.environ.get(v)), None)
-        if url is None:
-            fail(
-                "--engine openai needs --base-url, e.g. http://127.0.0.1:8000/v1 for a local server "
-                "or https://api.openai.com/v1 (or set $PONDER_BASE_URL)"
-            )
-        if not url.startswith(("http://", "https://")):
-            fail(f"the base URL must start with http:// or https://, got {shown(url)}")
+        # no --base-url: the engine falls back to its environment variables, or says what to set
+        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+            fail(f"--base-url must start with http:// or https://, got {shown(self.base_url)}")
         if self.api_key_env is not None and not os.environ.get(self.api_key_env):
             fail(f"--api-key-env: the environment variable {shown(self.api_key_env)} is not set")
         return self
 
     def create(self) -> Engine:
-        """The engine; exit 2 when it cannot start (a missing GGUF file, say)."""
+        """The engine; exit 2 when it cannot start (a missing GGUF file, no server URL)."""
+        options: dict[str, Any] = {}
+        if self.price_input is not None:  # only when given: an engine without one keeps its own
+            options.update(price_input=self.price_input, price_output=self.price_output)
         try:
             if self.engine == "llamacpp":
-                return create_engine("llamacpp", model_path=self.model_path)
-            return create_engine("openai", **self._openai_options())
+                return create_engine("llamacpp", model_path=self.model_path, **options)
+            if self.api_key_env is not None:
+                options["api_key"] = os.environ[self.api_key_env]
+            return create_engine("openai", base_url=self.base_url, model=self.model, **options)
         except (OSError, ValueError, RuntimeError) as exc:
             fail(f"cannot start the {self.engine} engine: {exc}")
 
-    def _openai_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"base_url": self.base_url, "model": self.model}
-        if self.api_key_env is not None:
-            options["api_key"] = os.environ[self.api_key_env]
-        # prices go only when given: an engine without them keeps its own default
-        if self.price_input is not None:
-            options["price_input"] = self.price_input
-        if self.price_output is not None:
-            options["price_output"] = self.price_output
-        return options
-
     def label(self) -> str:
         """What a resumed bench run must share with the rows already written."""
+        prices = "" if self.price_input is None else f" ${self.price_input:g}/${self.price_output:g} per M"
         if self.engine == "openai":
-            prices = (
-                f" ${self.price_input or 0:g}/${self.price_output or 0:g} per M"
-                if self.price_input is not None or self.price_output is not None
-                else ""
-            )
             return f"openai:{self.model}@{self.base_url}{prices}"
-        return f"llamacpp:{self.model_path}" if self.model_path else "llamacpp"
+        return (f"llamacpp:{self.model_path}" if self.model_path else "llamacpp") + prices

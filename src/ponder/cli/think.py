@@ -124,7 +124,7 @@ def think(
             problem, chosen, meter, eng, verifier, trace_store, max_tokens, seed, verdicts
         )
         result = asyncio.run(closing(eng, work))
-    except StoreError as exc:
+    except (StoreError, BudgetError) as exc:  # e.g. a dollar budget for an engine with no price
         fail(str(exc))
     except EngineError as exc:  # the model could not be reached: what was thought is in the trace
         fail(f"the {engine} engine failed: {exc}", code=1)
