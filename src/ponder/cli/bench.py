@@ -33,16 +33,7 @@ from ponder.bench import (
 )
 from ponder.budget import Budget, BudgetError
 from ponder.cli.app import app
-from ponder.cli.engine import (
-    ApiKeyEnv,
-    BaseUrl,
-    EngineName,
-    EngineOptions,
-    ModelName,
-    ModelPath,
-    PriceInput,
-    PriceOutput,
-)
+from ponder.cli.engine import EngineOptions, engine_options
 from ponder.cli.errors import fail, stderr
 from ponder.cli.think import closing
 from ponder.datasets import get_dataset
@@ -57,6 +48,7 @@ STRATEGIES_HELP = (
 
 
 @app.command()
+@engine_options
 def bench(
     dataset: Annotated[
         str, typer.Option(help="gsm8k, math500, aime24, aime25, humaneval or reasoning-gym:<task>.")
@@ -86,16 +78,11 @@ def bench(
         int, typer.Option(help="Problems thought about at once (the engine batches them).")
     ] = 4,
     max_tokens: Annotated[int, typer.Option(help="Cap on tokens per sample.")] = 512,
-    engine: EngineName = "llamacpp",
-    model: ModelName = None,
-    base_url: BaseUrl = None,
-    model_path: ModelPath = None,
-    price_input: PriceInput = None,
-    price_output: PriceOutput = None,
-    api_key_env: ApiKeyEnv = None,
     store: Annotated[
         Path | None, typer.Option(help="Trace database (default: $PONDER_HOME/traces.sqlite).")
     ] = None,
+    *,
+    engine_options: EngineOptions,
 ) -> None:
     """Benchmark strategies on a dataset: accuracy, pass@k, tokens, seconds and dollars per strategy.
 
@@ -108,9 +95,6 @@ def bench(
         fail("--concurrency must be at least 1")
     if max_tokens < 1:
         fail("--max-tokens must be at least 1")
-    options = EngineOptions(
-        engine, model, base_url, model_path, price_input, price_output, api_key_env
-    ).check()
     try:
         config = _config(dataset_config)
         chosen = parse_strategies(strategies)
@@ -127,7 +111,7 @@ def bench(
             max_tokens=max_tokens,
             concurrency=concurrency,
             dataset_config=config,
-            engine_label=options.label(),
+            engine_label=engine_options.label(),
         )
         run.prepare()
         trace_store = TraceStore(store)
@@ -135,7 +119,7 @@ def bench(
         fail(str(exc))
     except ImportError as exc:
         fail(f"dataset {dataset!r} needs a package that is not installed: {exc}")
-    eng = options.create()
+    eng = engine_options.create()
     try:
         rows, errors = asyncio.run(closing(eng, _run_with_progress(run, eng, trace_store)))
     except BudgetError as exc:

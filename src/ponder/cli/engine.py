@@ -3,11 +3,14 @@ loaded or any server is called."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, get_type_hints
 
 import typer
 
@@ -34,7 +37,7 @@ ModelPath = Annotated[
 PriceInput = Annotated[
     float | None,
     typer.Option(
-        help="Dollars per million prompt tokens, for --budget '$0.02' and usage (and --price-output)."
+        help="Dollars per million prompt tokens (with --price-output), for usage and --budget '$0.02'."
     ),
 ]
 PriceOutput = Annotated[
@@ -48,17 +51,20 @@ ApiKeyEnv = Annotated[
 ]
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """What the command line says about the engine; `check` exits 2 on anything wrong."""
 
-    engine: str = "llamacpp"
-    model: str | None = None
-    base_url: str | None = None
-    model_path: Path | None = None
-    price_input: float | None = None
-    price_output: float | None = None
-    api_key_env: str | None = None
+    engine: EngineName = "llamacpp"
+    model: ModelName = None
+    base_url: BaseUrl = None
+    model_path: ModelPath = None
+    price_input: PriceInput = None
+    price_output: PriceOutput = None
+    api_key_env: ApiKeyEnv = None
 
     def check(self) -> EngineOptions:
         if self.engine not in ENGINES:
@@ -102,3 +108,24 @@ class EngineOptions:
         if self.engine == "openai":
             return f"openai:{self.model}@{self.base_url}{prices}"
         return (f"llamacpp:{self.model_path}" if self.model_path else "llamacpp") + prices
+
+
+def engine_options(command: F) -> F:
+    """Give a typer command the engine options (declared once, as EngineOptions' fields):
+    the command takes `engine_options: EngineOptions`, already checked."""
+    own = inspect.signature(command, eval_str=True)
+    hints = get_type_hints(EngineOptions, include_extras=True)
+    added = [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+        for f in fields(EngineOptions)
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        given = {f.name: kwargs.pop(f.name) for f in fields(EngineOptions)}
+        return command(**kwargs, engine_options=EngineOptions(**given).check())
+
+    kept = [p for p in own.parameters.values() if p.name != "engine_options"]
+    wrapper.__signature__ = own.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in (*kept, *added)}
+    return wrapper  # type: ignore[return-value]

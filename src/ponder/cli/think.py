@@ -16,16 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ponder.budget import Budget, BudgetError, Meter
 from ponder.cli.app import app
-from ponder.cli.engine import (
-    ApiKeyEnv,
-    BaseUrl,
-    EngineName,
-    EngineOptions,
-    ModelName,
-    ModelPath,
-    PriceInput,
-    PriceOutput,
-)
+from ponder.cli.engine import EngineOptions, engine_options
 from ponder.cli.errors import fail, shown, stderr, utf8
 from ponder.engines.base import Engine, EngineError
 from ponder.problem import Problem
@@ -39,6 +30,7 @@ MESSAGES_MAX_BYTES = 16 * 1024 * 1024  # a chat file larger than this is a mista
 
 
 @app.command()
+@engine_options
 def think(
     question: Annotated[
         str | None, typer.Argument(help="The question (optional with --messages: then the last user turn).")
@@ -65,13 +57,6 @@ def think(
             "ending with the user's turn (or followed by QUESTION).",
         ),
     ] = None,
-    engine: EngineName = "llamacpp",
-    model: ModelName = None,
-    base_url: BaseUrl = None,
-    model_path: ModelPath = None,
-    price_input: PriceInput = None,
-    price_output: PriceOutput = None,
-    api_key_env: ApiKeyEnv = None,
     verify: Annotated[
         list[str] | None,
         typer.Option(
@@ -92,6 +77,8 @@ def think(
     show_response: Annotated[
         bool, typer.Option("--show-response", help="Also print the chosen response text.")
     ] = False,
+    *,
+    engine_options: EngineOptions,
 ) -> None:
     """Think about QUESTION and print the answer (on stdout; progress and cost on stderr).
 
@@ -100,9 +87,6 @@ def think(
     """
     if max_tokens < 1:
         fail("--max-tokens must be at least 1")
-    options = EngineOptions(
-        engine, model, base_url, model_path, price_input, price_output, api_key_env
-    ).check()
     try:
         problem = problem_from_options(question, system, messages, answer_format, gold)
         limits = Budget.parse(*(budget or []))
@@ -112,7 +96,7 @@ def think(
         trace_store = TraceStore(store)
     except (BudgetError, StrategyError, StoreError, ValueError) as exc:
         fail(str(exc))
-    eng = options.create()
+    eng = engine_options.create()
     try:
         verifier = _verifier(verify, eng)
     except ValueError as exc:
@@ -127,7 +111,7 @@ def think(
     except (StoreError, BudgetError) as exc:  # e.g. a dollar budget for an engine with no price
         fail(str(exc))
     except EngineError as exc:  # the model could not be reached: what was thought is in the trace
-        fail(f"the {engine} engine failed: {exc}", code=1)
+        fail(f"the {engine_options.engine} engine failed: {exc}", code=1)
     _print(result, verdicts.of_answer() if verifier is not None else None, verifier, as_json, show_response)
 
 
