@@ -102,6 +102,7 @@ BAD_INPUTS: list[tuple[list[str | bytes], int, str]] = [
     (["think", "2+2?", *OPENAI, "--budget", "$0.01"], 2, "dollar budget needs the price"),
     (["think", "--messages", "{tmp}/missing.json"], 2, "cannot read --messages"),
     (["think", "--messages", "{tmp}/not-json.json"], 2, "not valid JSON"),
+    (["think", "--messages", "-"], 2, "--messages 'stdin' is not valid JSON"),  # stdin is empty
     (["think", "--messages", "{tmp}/latin1.json"], 2, "not UTF-8"),
     (["think", "--messages", "{tmp}/object.json"], 2, "must hold a JSON list"),
     (["think", "--messages", "{tmp}/empty.json"], 2, "messages is empty"),
