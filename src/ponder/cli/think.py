@@ -108,7 +108,7 @@ def think(
             problem, chosen, meter, eng, verifier, trace_store, max_tokens, seed, verdicts
         )
         result = asyncio.run(closing(eng, work))
-    except (StoreError, BudgetError) as exc:  # e.g. a dollar budget for an engine with no price
+    except (StoreError, ValueError) as exc:  # a dollar budget with no price, a sampling setting out of range
         fail(str(exc))
     except EngineError as exc:  # the model could not be reached: what was thought is in the trace
         fail(f"the {engine_options.engine} engine failed: {exc}", code=1)
