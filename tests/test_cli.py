@@ -114,6 +114,7 @@ BAD_INPUTS: list[tuple[list[str | bytes], int, str]] = [
     (["traces", "show", "a" * 100_000, "--store", "{tmp}/traces.sqlite"], 2, "(100,000 characters)"),
     (["traces", "show", b"\xff\xfe", "--store", "{tmp}/traces.sqlite"], 2, "not valid UTF-8"),
     (["traces", "list", "--store", "{tmp}/damaged.sqlite"], 2, "malformed"),
+    (["think", "2+2?", *OPENAI, "--store", "{tmp}/damaged.sqlite"], 2, "malformed"),
     (["traces", "show", "{damaged_id}", "--store", "{tmp}/damaged.sqlite"], 2, "malformed"),
     (["traces", "list", "--limit", "0", "--store", "{tmp}/traces.sqlite"], 2, "--limit"),
     (["verify", "{tmp}/cand.py", "--tests", "{tmp}/test_cand.py", "--timeout", "nan"], 2, "--timeout"),
