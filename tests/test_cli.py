@@ -95,7 +95,7 @@ BAD_INPUTS: list[tuple[list[str | bytes], int, str]] = [
     (["think", "2+2?", "--engine", "openai", "--base-url", "ftp://x"], 2, "http:// or https://"),
     (["think", "2+2?", *OPENAI, "--model-path", "m.gguf"], 2, "--model-path only applies"),
     (["think", "2+2?", "--price-input", "3"], 2, "give both --price-input and --price-output"),
-    (["think", "2+2?", "--api-key-env", "HOME"], 2, "only apply to --engine openai"),
+    (["think", "2+2?", "--api-key-env", "HOME"], 2, "--api-key-env only applies to --engine openai"),
     (["think", "2+2?", *OPENAI, "--price-input", "nan"], 2, "--price-input"),
     (["think", "2+2?", *OPENAI, "--price-output", "-1"], 2, "--price-output"),
     (["think", "2+2?", *OPENAI, "--api-key-env", "NO_SUCH_VAR_X"], 2, "NO_SUCH_VAR_X"),

@@ -77,7 +77,7 @@ class EngineOptions:
         if self.engine == "llamacpp":
             given = [o for o, v in (("--base-url", self.base_url), ("--api-key-env", self.api_key_env)) if v]
             if given:
-                fail(f"{' and '.join(given)} only apply to --engine openai")
+                fail(f"{' and '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to --engine openai")
             return self
         if self.model_path is not None:
             fail("--model-path only applies to --engine llamacpp")
