@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from ponder.budget import Meter
 from ponder.engines.base import Completion, GenerationRequest, OnCompletion, OnDelta, Price, TokenLogprob
+from ponder.trace import NodeRecord
 
 Script = Callable[[GenerationRequest, int], str] | Sequence[str]
 
@@ -75,3 +76,16 @@ class ScriptedEngine:
 
     async def aclose(self) -> None:
         return None
+
+
+def collect(nodes: list[NodeRecord]) -> Callable[[NodeRecord], None]:
+    """A trace listener that keeps each node once, in the order they were added (listeners
+    also hear every update of a node; the record kept is the live one, so it ends final)."""
+    seen: set[str] = set()
+
+    def hear(node: NodeRecord) -> None:
+        if node.id not in seen:
+            seen.add(node.id)
+            nodes.append(node)
+
+    return hear

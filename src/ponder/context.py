@@ -1,21 +1,58 @@
 """What a strategy thinks with: the engine, the request's meter, its trace and an optional
 verifier. Nested strategies get a child context that shares all of them but writes its
-nodes under the parent's node."""
+nodes under the parent's node.
+
+One meter for every token: everything that generates (samples, steps, critiques,
+revisions, continuations, a judge's or a reward model's verdicts) goes through
+`Context.complete`, which charges the request's meter and writes each sample as a trace
+node the moment its first text arrives, growing as it is written and closed with its
+tokens when it finishes. So a request's usage is the sum of its trace's node tokens:
+
+- completion tokens: each sample's node carries the tokens the engine reports for it;
+- prompt tokens: an engine evaluates a request's prompt once for all its n samples, so
+  the first node of each engine request to close carries them and its siblings 0;
+- whatever a call charged that no completion reports (a prompt evaluated for a request
+  the budget stopped before its first token, an engine's estimate) goes on the call's
+  first node, marked `meta["unattributed"]`, or on one empty node when the call wrote
+  none. Each call charges a `Meter.tab()`, so concurrent calls do not mix.
+
+Samples that were never generated get no node. Each distinct request is kept once on the
+trace (`Trace.add_prompt`, with the engine's rendered prompt when it has `render`) and
+named by its nodes' `meta["prompt"]`.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ponder.budget import Meter
-from ponder.engines.base import Completion, Engine, GenerationRequest, OnCompletion
+from ponder.engines.base import Completion, Engine, GenerationRequest
 from ponder.extract import extract_answer
 from ponder.problem import Problem
 from ponder.prompts import solve_messages, solve_prompt
 from ponder.trace import NodeKind, Trace
 from ponder.verifiers.base import Verdict, Verifier
+from ponder.verifiers.model import generating_through
+
+#: most samples asked of the engine in one call: a deadline or a spent budget is checked
+#: between calls, so `n=100000` stops within one wave of its limit
+WAVE = 64
+
+
+@dataclass
+class Generated:
+    """One generated sample and its trace node; `index` is its sample index within the
+    caller's request (waves included)."""
+
+    completion: Completion
+    node: str
+    request: int
+    index: int
 
 
 @dataclass
@@ -67,34 +104,67 @@ class Context:
             return GenerationRequest(prompt=solve_prompt(problem), **params)
         return GenerationRequest(messages=solve_messages(problem), **params)
 
-    async def generate(
-        self, requests: Sequence[GenerationRequest], on_completion: OnCompletion | None = None
-    ) -> list[list[Completion]]:
-        """Generate through the engine, clamped to the samples budget; the engine charges
-        tokens, this charges samples. `on_completion` gets the caller's request indices."""
-        left = self.meter.samples_left()
-        clamped: list[GenerationRequest] = []
-        index: list[int] = []  # clamped request -> caller's request
-        for i, req in enumerate(requests):
-            n = int(min(req.n, left)) if not math.isinf(left) else req.n
-            left -= n
-            if n >= 1:
-                clamped.append(replace(req, n=n))
-                index.append(i)
-        results: list[list[Completion]] = [[] for _ in requests]
-        if not clamped or self.meter.exhausted():
-            return results
-        relay = None
-        if on_completion is not None:
-            callback = on_completion
+    async def complete(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        kind: NodeKind = "sample",
+        parent: str | Sequence[str | None] | None = None,
+        problem: Problem | None = None,
+        samples: bool = True,
+        engine: Engine | None = None,
+        grow: Sequence[str | None] | None = None,
+        lead: str = "",
+        meta: Mapping[str, Any] | Sequence[Mapping[str, Any]] = {},
+    ) -> list[list[Generated]]:
+        """Generate `requests` and record each sample as a `kind` node under `parent` (one
+        for all, or one per request; default: this context's parent), written when its
+        first text arrives, grown as it is written and closed when it finishes. Returns,
+        per request, the samples that were generated (never-started ones are left out).
 
-            def relay(request: int, sample: int, completion: Completion) -> None:
-                callback(index[request], sample, completion)
-
-        produced = await self.engine.generate(clamped, meter=self.meter, on_completion=relay)
-        self.meter.charge(samples=sum(len(r) for r in produced))
-        for i, row in zip(index, produced, strict=False):
-            results[i] = row
+        `problem`: extract each node's answer from its text. `samples`: whether these
+        count against the samples budget (continuations and verdicts do not). `engine`: a
+        different engine (a judge's), still on this request's meter and trace. `grow`: per
+        request, a node this generation continues (its text is appended, its tokens
+        added) instead of a new node. `lead`: text ponder wrote before the generated text
+        (budget forcing's "Wait"), shown at the start of each new node. `meta`: one dict
+        for all nodes or one per request.
+        """
+        run = _Call(self, engine or self.engine, kind, samples, problem, lead)
+        n_req = len(requests)
+        parents = [parent] * n_req if parent is None or isinstance(parent, str) else list(parent)
+        metas = [meta] * n_req if isinstance(meta, Mapping) else list(meta)
+        grows = list(grow) if grow is not None else [None] * n_req
+        results: list[list[Generated]] = [[] for _ in requests]
+        todo = [(i, 0, r.n) for i, r in enumerate(requests)]  # (request, first sample, samples)
+        starts = [sum(r.n for r in requests[:i]) for i in range(n_req)]
+        while todo:
+            if (limit := self.meter.limit_reached()) is not None:
+                self.meter.note_stop(limit)
+                break
+            room = min(WAVE, self.meter.tokens_left())
+            if samples:
+                room = min(room, self.meter.samples_left())
+            if room < 1:
+                self.meter.note_stop("samples" if samples and self.meter.samples_left() < 1 else "tokens")
+                break
+            wave: list[tuple[int, int, int]] = []
+            while todo and room >= 1:
+                i, first, n = todo[0]
+                k = int(min(n, room))
+                wave.append((i, first, k))
+                room -= k
+                if k == n:
+                    todo.pop(0)
+                else:
+                    todo[0] = (i, first + k, n - k)
+            sub = [_piece(requests[i], first, k, self.meter.tokens_left()) for i, first, k in wave]
+            heads = [
+                _Head(i, first, starts[i] + first, parents[i] or self.parent, metas[i], grows[i])
+                for i, first, _ in wave
+            ]
+            for head, generated in zip(heads, await run.wave(sub, heads), strict=True):
+                results[head.request] += generated
         return results
 
     async def sample(
@@ -107,66 +177,258 @@ class Context:
         greedy: int = 0,
         **params: Any,
     ) -> list[Candidate]:
-        """n solve samples, each recorded as a node (with its extracted answer) the moment
-        it finishes, so a crash mid-batch keeps the samples already thought. The first
-        `greedy` of them are decoded at temperature 0 (in the same batch), the rest with
-        `params`; sampled seeds start at `seed` either way."""
+        """n solve samples, each a node (with its extracted answer) from its first token.
+        The first `greedy` of them are decoded at temperature 0 (in the same batch), the
+        rest with `params`; sampled seeds start at `seed` either way."""
         params.setdefault("seed", self.seed)
         greedy = min(greedy, n)
         requests = [self.request(problem, n=n - greedy, **params)] if n > greedy else []
+        metas: list[dict[str, Any]] = [{}] * len(requests)
         if greedy:
             requests.insert(0, self.request(problem, n=greedy, **{**params, "temperature": 0.0}))
-        first = [0, greedy] if greedy else [0]  # request -> index of its first sample
-        recorded: dict[int, Candidate] = {}
+            metas.insert(0, {"greedy": True})
+        groups = await self.complete(requests, kind=kind, parent=parent, problem=problem, meta=metas)
+        return [self.candidate(g) for group in groups for g in group]
 
-        def record(r: int, i: int, completion: Completion) -> Candidate:
-            j = first[r] + i
-            tag = {"greedy": True} if greedy and r == 0 else {}
-            return self.record(problem, completion, kind=kind, parent=parent, index=j, **tag)
-
-        def record_now(r: int, i: int, completion: Completion) -> None:
-            recorded[first[r] + i] = record(r, i, completion)
-
-        groups = await self.generate(requests, on_completion=record_now)
-        return [
-            recorded.get(first[r] + i) or record(r, i, c)
-            for r, group in enumerate(groups)
-            for i, c in enumerate(group)
-        ]
-
-    def record(
-        self,
-        problem: Problem,
-        completion: Completion,
-        *,
-        kind: NodeKind = "sample",
-        parent: str | None = None,
-        **meta: Any,
-    ) -> Candidate:
-        answer = extract_answer(completion.text, problem.format)
-        node = self.note(
-            kind,
-            completion.text,
-            parent=parent if parent is not None else self.parent,
-            answer=answer,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-            seconds=completion.seconds,
-            finish_reason=completion.finish_reason,
-            **meta,
-        )
-        return Candidate(completion.text, answer, completion, node)
+    def candidate(self, generated: Generated) -> Candidate:
+        node = self.trace.get(generated.node)
+        return Candidate(node.text, node.answer, generated.completion, generated.node)
 
     async def verify(self, problem: Problem, text: str, node: str, verifier: Verifier) -> tuple[Verdict, str]:
         """Run the verifier on `text` and record its verdict under `node`; returns the
-        verdict and its own node (a revision hangs from it)."""
-        verdict = await verifier.verify(problem, text)
-        verdict_node = self.note(
-            "verdict",
-            verdict.feedback,
-            parent=node,
+        verdict and its own node (a revision hangs from it). A model-based verifier
+        generates through this context: its tokens meet the meter and become "critique"
+        nodes under the verdict."""
+        verdict_node = self.note("verdict", "", parent=node, verifier=verifier.name, open=True)
+
+        async def through(engine: Engine, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+            groups = await self.complete(
+                requests, kind="critique", parent=verdict_node, samples=False, engine=engine,
+                meta={"verifier": verifier.name},
+            )  # fmt: skip
+            return [[g.completion for g in group] for group in groups]
+
+        with generating_through(through):
+            verdict = await verifier.verify(problem, text)
+        self.trace.update(
+            verdict_node,
+            text=verdict.feedback,
             score=verdict.score,
-            passed=verdict.passed,
-            verifier=verifier.name,
+            meta={"passed": verdict.passed, "open": False},
         )
         return verdict, verdict_node
+
+
+@dataclass
+class _Head:
+    """Where one engine request's samples go: the caller's request and its first sample
+    there, parent, meta and (for a continuation) the node it grows."""
+
+    request: int
+    first: int
+    position: int  # of its first sample among all the samples the caller asked for
+    parent: str | None
+    meta: Mapping[str, Any]
+    grow: str | None
+
+
+@dataclass
+class _Open:
+    """A sample being written: its node and what it had before this generation."""
+
+    node: str
+    base: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    written: str = ""
+    closed: bool = False
+
+
+@dataclass
+class _Call:
+    """One `Context.complete`: the engine calls (waves) and the nodes they write."""
+
+    ctx: Context
+    engine: Engine
+    kind: NodeKind
+    samples: bool
+    problem: Problem | None
+    lead: str
+    open: dict[tuple[int, int], _Open] = field(default_factory=dict)
+
+    async def wave(self, requests: list[GenerationRequest], heads: list[_Head]) -> list[list[Generated]]:
+        trace, tab = self.ctx.trace, self.ctx.meter.tab()
+        keys = [trace.add_prompt(_payload(self.engine, r)) for r in requests]
+        self.open = {}
+        priced: set[int] = set()  # engine requests whose prompt tokens are on a node
+        out: list[list[Generated]] = [[] for _ in requests]
+
+        def start(r: int, s: int, text: str) -> _Open:
+            head = heads[r]
+            if head.grow is not None:
+                node = trace.get(head.grow)
+                state = _Open(head.grow, node.text, node.prompt_tokens, node.completion_tokens, node.seconds)
+                trace.update(head.grow, text=node.text + text, meta={"open": True}, throttle=True)
+            else:
+                node_id = trace.add(
+                    self.kind,
+                    self.lead + text,
+                    parent=head.parent,
+                    **{"index": head.position + s, **head.meta, "prompt": keys[r], "open": True},
+                )
+                state = _Open(node_id, self.lead)
+            state.written = text
+            self.open[r, s] = state
+            return state
+
+        def on_delta(r: int, s: int, text: str) -> None:
+            state = self.open.get((r, s))
+            if state is None:
+                if text:
+                    start(r, s, text)
+            elif not state.closed:
+                state.written += text
+                trace.update(state.node, text=state.base + state.written, throttle=True)
+
+        def on_completion(r: int, s: int, c: Completion) -> None:
+            state = self.open.get((r, s))
+            if state is None:
+                if not _generated(c) and not (c.error and s == 0):
+                    return  # never started: no node, no sample
+                state = start(r, s, "")
+            if state.closed:
+                return
+            state.closed = True
+            prompt = c.prompt_tokens if r not in priced else 0
+            priced.add(r)
+            text = state.base + c.text
+            fields: dict[str, Any] = {
+                "text": text,
+                "prompt_tokens": state.prompt_tokens + prompt,
+                "completion_tokens": state.completion_tokens + c.completion_tokens,
+                "seconds": state.seconds + c.seconds,
+            }
+            if self.problem is not None:
+                fields["answer"] = extract_answer(text, self.problem.format)
+            meta: dict[str, Any] = {"open": False, "finish_reason": c.finish_reason}
+            if c.error:
+                meta["error"] = c.error
+            if c.usage_estimated:
+                meta["usage_estimated"] = True
+            trace.update(state.node, meta=meta, **fields)
+            out[r].append(Generated(c, state.node, heads[r].request, heads[r].first + s))
+
+        try:
+            groups = await _generate(self.engine, requests, tab, on_completion, on_delta)
+        except BaseException:
+            self._settle(tab)
+            raise
+        for r, group in enumerate(groups):
+            for s, c in enumerate(group):
+                on_completion(r, s, c)  # engines that do not call back, and any they missed
+        self._settle(tab)
+        if self.samples:
+            self.ctx.meter.charge(samples=sum(_generated(g.completion) for row in out for g in row))
+        for row in out:
+            row.sort(key=lambda g: g.index)
+        return out
+
+    def _settle(self, tab: Meter) -> None:
+        """Close what a cancel left open and put on a node whatever the call charged that
+        no closed node carries, so the nodes add up to the meter."""
+        trace = self.ctx.trace
+        left = [s for s in self.open.values() if not s.closed]
+        for state in left:
+            state.closed = True
+            trace.update(state.node, meta={"open": False, "finish_reason": "cancelled"})
+        states = list(self.open.values())
+        grew = [(trace.get(s.node), s) for s in states]  # what this call added to each node
+        prompt = tab.prompt_tokens - sum(n.prompt_tokens - s.prompt_tokens for n, s in grew)
+        completion = tab.completion_tokens - sum(n.completion_tokens - s.completion_tokens for n, s in grew)
+        if prompt or completion:
+            if states:
+                node = grew[0][0]
+                trace.update(
+                    node.id,
+                    prompt_tokens=node.prompt_tokens + prompt,
+                    completion_tokens=node.completion_tokens + completion,
+                    meta={"unattributed": {"prompt_tokens": prompt, "completion_tokens": completion}},
+                )
+            else:
+                self.ctx.note(
+                    self.kind,
+                    "",
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    unattributed={"prompt_tokens": prompt, "completion_tokens": completion},
+                    finish_reason="budget",
+                    open=False,
+                )
+        trace.flush(s.node for s in states)
+
+
+def _generated(c: Completion) -> bool:
+    """Whether a completion is a sample that was generated (not one the budget or an
+    error stopped before it began)."""
+    return bool(c.text or c.completion_tokens) or c.finish_reason in ("stop", "length")
+
+
+def _piece(req: GenerationRequest, first: int, n: int, tokens_left: float) -> GenerationRequest:
+    """Samples first..first+n of a request: seeds continue where the last wave stopped,
+    `max_tokens` is capped at the tokens left (so one sample cannot overshoot them)."""
+    seed = None if req.seed is None else req.seed + first
+    cap = req.max_tokens if math.isinf(tokens_left) else max(1, min(req.max_tokens, int(tokens_left)))
+    return replace(req, n=n, seed=seed, max_tokens=cap)
+
+
+def _payload(engine: Engine, req: GenerationRequest) -> dict[str, Any]:
+    """A request as sent, for the trace's prompts: what the model saw and how it sampled."""
+    payload: dict[str, Any] = {
+        "model": engine.model,
+        "messages" if req.messages is not None else "prompt": (
+            [dict(m) for m in req.messages] if req.messages is not None else req.prompt
+        ),
+        "prefill": req.prefill,
+        "n": req.n,
+        "max_tokens": req.max_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "top_k": req.top_k,
+        "min_p": req.min_p,
+        "stop": list(req.stop),
+        "seed": req.seed,
+        "logprobs": req.logprobs,
+        "top_logprobs": req.top_logprobs,
+    }
+    render = getattr(engine, "render", None)
+    if callable(render):
+        try:
+            payload["rendered"] = str(render(req))
+        except (ValueError, TypeError, RuntimeError) as exc:  # the engine will report it too
+            payload["render_error"] = str(exc)
+    return payload
+
+
+async def _generate(
+    engine: Engine,
+    requests: Sequence[GenerationRequest],
+    meter: Meter,
+    on_completion: Callable[[int, int, Completion], None],
+    on_delta: Callable[[int, int, str], None],
+) -> list[list[Completion]]:
+    if _streams(type(engine)):
+        return await engine.generate(requests, meter=meter, on_completion=on_completion, on_delta=on_delta)
+    legacy: Callable[..., Awaitable[list[list[Completion]]]] = engine.generate
+    return await legacy(requests, meter=meter, on_completion=on_completion)
+
+
+@functools.cache
+def _streams(engine_type: type) -> bool:
+    """Whether an engine takes `on_delta`: one written before the hook existed (a user's
+    own engine) still works, its samples appearing when they finish."""
+    try:
+        params = inspect.signature(engine_type.generate).parameters  # type: ignore[attr-defined]
+    except (TypeError, ValueError, AttributeError):
+        return True
+    return "on_delta" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
