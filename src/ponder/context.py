@@ -160,7 +160,7 @@ class Context:
                     todo[0] = (i, first + k, n - k)
             sub = [_piece(requests[i], first, k, self.meter.tokens_left()) for i, first, k in wave]
             heads = [
-                _Head(i, first, starts[i] + first, parents[i] or self.parent, metas[i], grows[i])
+                _Head(i, first, starts[i] + first, parents[i] or self.parent, metas[i], grows[i], requests[i])
                 for i, first, _ in wave
             ]
             for head, generated in zip(heads, await run.wave(sub, heads), strict=True):
@@ -230,6 +230,7 @@ class _Head:
     parent: str | None
     meta: Mapping[str, Any]
     grow: str | None
+    asked: GenerationRequest  # as the caller wrote it (a wave may cap its max_tokens)
 
 
 @dataclass
@@ -300,6 +301,8 @@ class _Call:
             if state.closed:
                 return
             state.closed = True
+            if c.finish_reason == "length" and requests[r].max_tokens < heads[r].asked.max_tokens:
+                c = replace(c, finish_reason="budget")  # cut by the tokens left, not its own cap
             prompt = c.prompt_tokens if r not in priced else 0
             priced.add(r)
             text = state.base + c.text
@@ -335,25 +338,37 @@ class _Call:
         return out
 
     def _settle(self, tab: Meter) -> None:
-        """Close what a cancel left open and put on a node whatever the call charged that
-        no closed node carries, so the nodes add up to the meter."""
+        """Close what a cancel left open and put on nodes whatever the call charged that no
+        closed node carries, so the nodes add up to the meter: a cancelled sample gets its
+        share of the tokens by the text it wrote, anything else goes on the call's first node."""
         trace = self.ctx.trace
-        left = [s for s in self.open.values() if not s.closed]
-        for state in left:
-            state.closed = True
-            trace.update(state.node, meta={"open": False, "finish_reason": "cancelled"})
         states = list(self.open.values())
+        cut = [s for s in states if not s.closed]
         grew = [(trace.get(s.node), s) for s in states]  # what this call added to each node
         prompt = tab.prompt_tokens - sum(n.prompt_tokens - s.prompt_tokens for n, s in grew)
         completion = tab.completion_tokens - sum(n.completion_tokens - s.completion_tokens for n, s in grew)
+        shares = _split(max(0, completion), [len(s.written) for s in cut])
+        for i, (state, share) in enumerate(zip(cut, shares, strict=True)):
+            state.closed = True
+            node = trace.get(state.node)
+            first = i == 0 and prompt > 0
+            trace.update(
+                state.node,
+                completion_tokens=node.completion_tokens + share,
+                prompt_tokens=node.prompt_tokens + (prompt if first else 0),
+                meta={"open": False, "finish_reason": "cancelled", "tokens_estimated": True},
+            )
+        completion -= sum(shares)
+        prompt = 0 if cut else prompt
         if prompt or completion:
+            extra = {"unattributed": {"prompt_tokens": prompt, "completion_tokens": completion}}
             if states:
                 node = grew[0][0]
                 trace.update(
                     node.id,
                     prompt_tokens=node.prompt_tokens + prompt,
                     completion_tokens=node.completion_tokens + completion,
-                    meta={"unattributed": {"prompt_tokens": prompt, "completion_tokens": completion}},
+                    meta=extra,
                 )
             else:
                 self.ctx.note(
@@ -361,11 +376,24 @@ class _Call:
                     "",
                     prompt_tokens=prompt,
                     completion_tokens=completion,
-                    unattributed={"prompt_tokens": prompt, "completion_tokens": completion},
                     finish_reason="budget",
                     open=False,
+                    **extra,
                 )
         trace.flush(s.node for s in states)
+
+
+def _split(total: int, weights: list[int]) -> list[int]:
+    """`total` in whole parts proportional to `weights` (largest remainders; equal parts
+    when every weight is 0)."""
+    if not weights:
+        return []
+    weights = weights if any(weights) else [1] * len(weights)
+    exact = [total * w / sum(weights) for w in weights]
+    parts = [int(x) for x in exact]
+    for i in sorted(range(len(exact)), key=lambda i: parts[i] - exact[i])[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
 
 
 def _generated(c: Completion) -> bool:
