@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -107,8 +108,15 @@ class StreamingEngine(ScriptedEngine):
         return out
 
 
-def store_at(tmp_path: Path) -> TraceStore:
-    return TraceStore(tmp_path / "traces.sqlite")
+async def traced(tmp_path: Path, strategy: str, engine: Engine, **options: Any) -> tuple[Answer, TraceRecord]:
+    """Think with a SQLite store in `tmp_path`; the answer and its trace as stored."""
+    store = TraceStore(tmp_path / "traces.sqlite")
+    answer = await athink(
+        options.pop("question", "What is 2 + 2?"), strategy=strategy, engine=engine, store=store, **options
+    )
+    trace = store.get_trace(answer.trace_id)
+    assert trace is not None
+    return answer, trace
 
 
 def assert_adds_up(answer: Answer, trace: TraceRecord, *, exact_reports: bool = True) -> None:
@@ -129,12 +137,8 @@ def assert_adds_up(answer: Answer, trace: TraceRecord, *, exact_reports: bool = 
 async def test_usage_equals_the_node_tokens_for_every_strategy(
     name: str, engine_type: type, tmp_path: Path
 ) -> None:
-    store = store_at(tmp_path)
-    answer = await athink(
-        "What is 2 + 2?", strategy=name, engine=engine_type(reply), store=store, max_tokens=24
-    )
-    trace = store.get_trace(answer.trace_id)
-    assert trace is not None and answer.usage.completion_tokens > 0
+    answer, trace = await traced(tmp_path, name, engine_type(reply), max_tokens=24)
+    assert answer.usage.completion_tokens > 0
     assert_adds_up(answer, trace)
     generated = [n for n in trace.nodes if "prompt" in n.meta]
     assert generated and all(n.meta["prompt"] in trace.prompts for n in generated)
@@ -149,12 +153,7 @@ async def test_model_verifiers_generate_on_the_requests_meter(
 ) -> None:
     engine = StreamingEngine()
     verifier: Verifier = verifier_type(engine)
-    store = store_at(tmp_path)
-    answer = await athink(
-        "What is 2 + 2?", strategy=spec, engine=engine, verifier=verifier, store=store, max_tokens=24
-    )
-    trace = store.get_trace(answer.trace_id)
-    assert trace is not None
+    answer, trace = await traced(tmp_path, spec, engine, verifier=verifier, max_tokens=24)
     assert_adds_up(answer, trace)
     by_id = {n.id: n for n in trace.nodes}
     spoken = [n for n in trace.nodes if n.kind == "critique" and n.meta.get("verifier") == verifier.name]
@@ -178,7 +177,7 @@ async def test_a_judge_outside_any_request_still_answers() -> None:
 async def test_a_sample_is_a_node_from_its_first_word_and_a_cancel_keeps_its_text(tmp_path: Path) -> None:
     pause = asyncio.Event()
     engine = StreamingEngine(lambda req, i: "one two three four five six seven eight", pause=pause, after=3)
-    store = store_at(tmp_path)
+    store = TraceStore(tmp_path / "traces.sqlite")
     heard: list[tuple[str, str, bool]] = []
     task = asyncio.create_task(
         athink(
@@ -241,12 +240,7 @@ class RenderingEngine(StreamingEngine):
 
 
 async def test_each_distinct_request_is_stored_once_and_named_by_its_nodes(tmp_path: Path) -> None:
-    store = store_at(tmp_path)
-    answer = await athink(
-        "What is 2 + 2?", strategy="self-consistency:n=3", engine=RenderingEngine(), store=store, seed=5
-    )
-    trace = store.get_trace(answer.trace_id)
-    assert trace is not None
+    _, trace = await traced(tmp_path, "self-consistency:n=3", RenderingEngine(), seed=5)
     samples = [n for n in trace.nodes if n.kind == "sample"]
     assert len(samples) == 3 and len({n.meta["prompt"] for n in samples}) == 1
     (payload,) = trace.prompts.values()
@@ -278,12 +272,8 @@ class SlowEngine(StreamingEngine):
 
 async def test_a_huge_n_under_a_deadline_writes_only_what_was_generated(tmp_path: Path) -> None:
     engine = SlowEngine()
-    store = store_at(tmp_path)
-    answer = await athink(
-        "q?", strategy="self-consistency:n=100000", engine=engine, store=store, budget="0.3s"
-    )
-    trace = store.get_trace(answer.trace_id)
-    assert trace is not None and answer.stopped_by == "seconds"
+    answer, trace = await traced(tmp_path, "self-consistency:n=100000", engine, budget="0.3s")
+    assert answer.stopped_by == "seconds"
     samples = [n for n in trace.nodes if n.kind == "sample"]
     assert samples and all(n.text and n.completion_tokens for n in samples)
     assert engine.max_n <= WAVE and len(samples) < 100000
@@ -294,46 +284,37 @@ async def test_a_token_budget_overshoots_by_at_most_one_sample_and_a_sample_by_n
     tmp_path: Path,
 ) -> None:
     words = " ".join(["w"] * 44) + " Answer: 4"  # 46 tokens a sample
-    store = store_at(tmp_path)
-    answer = await athink(
-        "q?",
-        strategy="self-consistency:n=1000",
-        engine=ScriptedEngine([words]),
-        store=store,
-        budget="300 tokens",
+    answer, trace = await traced(
+        tmp_path, "self-consistency:n=1000", ScriptedEngine([words]), budget="300 tokens"
     )
-    trace = store.get_trace(answer.trace_id)
-    assert trace is not None and answer.stopped_by == "tokens"
+    assert answer.stopped_by == "tokens"
     # the scripted engine charges a sample at once: at most one sample past the limit
     assert 300 <= answer.usage.completion_tokens < 300 + 46
     assert len([n for n in trace.nodes if n.kind == "sample"]) == 7
     assert_adds_up(answer, trace)
     # one sample longer than the whole budget is cut at the budget, and says so
-    long = await athink(
-        "q?",
-        strategy="direct",
-        engine=ScriptedEngine([" ".join(["w"] * 500)]),
-        store=store,
-        budget="300 tokens",
+    long, trace = await traced(
+        tmp_path, "direct", ScriptedEngine([" ".join(["w"] * 500)]), budget="300 tokens"
     )
-    trace = store.get_trace(long.trace_id)
-    assert trace is not None and long.usage.completion_tokens == 300
+    assert long.usage.completion_tokens == 300
     (sample,) = [n for n in trace.nodes if n.kind == "sample"]
     assert sample.meta["finish_reason"] == "budget"
 
 
 async def test_a_samples_budget_is_exact_and_continuations_are_not_samples(tmp_path: Path) -> None:
-    store = store_at(tmp_path)
-    answer = await athink(
-        "q?",
-        strategy="self-consistency:n=50",
-        engine=ScriptedEngine([SOLUTION]),
-        store=store,
-        budget="5 samples",
+    answer, trace = await traced(
+        tmp_path, "self-consistency:n=50", ScriptedEngine([SOLUTION]), budget="5 samples"
     )
-    trace = store.get_trace(answer.trace_id)
-    assert trace is not None and answer.stopped_by == "samples"
+    assert answer.stopped_by == "samples"
     assert len([n for n in trace.nodes if n.kind == "sample"]) == 5
+    # budget forcing's "Wait" continuations extend its one sample: a 1-sample budget allows them
+    forced, trace = await traced(
+        tmp_path,
+        "budget-forcing:min_tokens=20,max_waits=2",
+        ScriptedEngine(["Answer: 4"]),
+        budget="1 samples",
+    )
+    assert [n.kind for n in trace.nodes].count("step") == 3 and forced.answer == "4"
 
 
 def test_the_meter_query_has_no_side_effect_and_the_note_is_explicit() -> None:
@@ -376,21 +357,12 @@ def model() -> Iterator[Engine]:
 async def test_usage_equals_the_node_tokens_on_the_real_model(
     model: Engine, spec: str, verifier: str | None, tmp_path: Path
 ) -> None:
-    store = store_at(tmp_path)
     check: Verifier | None = {"judge": Judge(model, max_tokens=32), "reward": Reward(model), None: None}[
         verifier
     ]
-    answer = await athink(
-        "What is 12 * 3?",
-        strategy=spec,
-        engine=model,
-        verifier=check,
-        store=store,
-        max_tokens=32,
-        budget="2000 tokens",
-    )
-    trace = store.get_trace(answer.trace_id)
-    assert trace is not None and answer.usage.completion_tokens > 0
+    options = {"verifier": check, "max_tokens": 32, "budget": "2000 tokens", "question": "What is 12 * 3?"}
+    answer, trace = await traced(tmp_path, spec, model, **options)
+    assert answer.usage.completion_tokens > 0
     assert_adds_up(answer, trace)
     if verifier:
         assert any(n.kind == "critique" and n.completion_tokens for n in trace.nodes)
@@ -400,16 +372,9 @@ async def test_usage_equals_the_node_tokens_on_the_real_model(
 async def test_a_300_token_budget_overshoots_by_at_most_one_decode_step_on_the_real_model(
     model: Engine, tmp_path: Path
 ) -> None:
-    store = store_at(tmp_path)
-    answer = await athink(
-        "Write a long story about a cat.",
-        strategy="self-consistency:n=8",
-        engine=model,
-        store=store,
-        budget="300 tokens",
-    )
-    trace = store.get_trace(answer.trace_id)
-    assert trace is not None and answer.stopped_by == "tokens"
+    story = "Write a long story about a cat."
+    answer, trace = await traced(tmp_path, "self-consistency:n=8", model, question=story, budget="300 tokens")
+    assert answer.stopped_by == "tokens"
     # one decode step decodes one token for each of the 8 samples at most
     assert 300 <= answer.usage.completion_tokens <= 300 + 8 - 1
     assert_adds_up(answer, trace)

@@ -132,9 +132,12 @@ class Meter:
     concurrent calls on one meter each know exactly what they spent.
     """
 
-    def __init__(self, budget: Budget | None = None, *, parent: Meter | None = None) -> None:
+    def __init__(
+        self, budget: Budget | None = None, *, parent: Meter | None = None, samples: bool = True
+    ) -> None:
         self._root: Meter = parent._root if parent is not None else self
         self.parent = parent
+        self.counts_samples = samples
         self.budget: Budget = parent.budget if parent is not None else budget or Budget()
         self._lock = threading.Lock()
         self.started: float = parent.started if parent is not None else time.monotonic()
@@ -145,9 +148,11 @@ class Meter:
         self.samples = 0
         self._stopped_by: Limit | None = None
 
-    def tab(self) -> Meter:
-        """A meter that counts only what is charged through it and passes it on to this one."""
-        return Meter(parent=self)
+    def tab(self, *, samples: bool = True) -> Meter:
+        """A meter that counts only what is charged through it and passes it on to this one;
+        with `samples=False` its work is no new sample (a continuation, a verdict), so the
+        samples limit does not stop it."""
+        return Meter(parent=self, samples=samples)
 
     @property
     def stopped_by(self) -> Limit | None:
@@ -182,16 +187,19 @@ class Meter:
         b = self.budget.samples
         return math.inf if b is None else b - self._root.samples
 
-    def limit_reached(self) -> Limit | None:
-        """The first limit that is used up, if any. A pure query: see `note_limit`."""
+    def limit_reached(self, *, samples: bool | None = None) -> Limit | None:
+        """The first limit that is used up, if any; the samples limit only for work that
+        makes new samples (`samples`, by default as the meter was made). A pure query: see
+        `note_limit`."""
         root, b = self._root, self.budget
+        samples = self.counts_samples if samples is None else samples
         if self.deadline is not None and time.monotonic() >= self.deadline:
             return "seconds"
         if b.tokens is not None and root.completion_tokens >= b.tokens:
             return "tokens"
         if b.usd is not None and root.usd >= b.usd:
             return "usd"
-        if b.samples is not None and root.samples >= b.samples:
+        if samples and b.samples is not None and root.samples >= b.samples:
             return "samples"
         return None
 

@@ -139,7 +139,7 @@ class Context:
         todo = [(i, 0, r.n) for i, r in enumerate(requests)]  # (request, first sample, samples)
         starts = [sum(r.n for r in requests[:i]) for i in range(n_req)]
         while todo:
-            if (limit := self.meter.limit_reached()) is not None:
+            if (limit := self.meter.limit_reached(samples=samples)) is not None:
                 self.meter.note_stop(limit)
                 break
             room = min(WAVE, self.meter.tokens_left())
@@ -259,7 +259,7 @@ class _Call:
     open: dict[tuple[int, int], _Open] = field(default_factory=dict)
 
     async def wave(self, requests: list[GenerationRequest], heads: list[_Head]) -> list[list[Generated]]:
-        trace, tab = self.ctx.trace, self.ctx.meter.tab()
+        trace, tab = self.ctx.trace, self.ctx.meter.tab(samples=self.samples)
         keys = [trace.add_prompt(_payload(self.engine, r)) for r in requests]
         self.open = {}
         priced: set[int] = set()  # engine requests whose prompt tokens are on a node

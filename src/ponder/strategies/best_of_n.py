@@ -61,7 +61,7 @@ class BestOfN(Strategy):
             for cand in pool:
                 verdict, _ = await ctx.verify(problem, cand.text, cand.node, verifier)
                 cand.score = verdict.score
-                if ctx.meter.limit_reached():
+                if ctx.meter.limit_reached(samples=False):  # verdicts are no samples
                     break  # unscored candidates keep score None and lose to scored ones
         else:
             how = "the inner strategy's own score" if self.of else "mean token probability (exp mean logprob)"

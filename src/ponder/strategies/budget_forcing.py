@@ -61,12 +61,12 @@ class BudgetForcing(Strategy):
             text += done.text
             used += done.completion_tokens
             stopped_early = done.finish_reason == "stop" and used < self.min_tokens
-            if not stopped_early or waits >= self.max_waits or ctx.meter.limit_reached():
+            if not stopped_early or waits >= self.max_waits or ctx.meter.limit_reached(samples=False):
                 break
             waits += 1
             appended = ("" if text.endswith((" ", "\n")) else " ") + self.wait
             text += appended
-        if last and used >= self.max_tokens and not ctx.meter.limit_reached():
+        if last and used >= self.max_tokens and not ctx.meter.limit_reached(samples=False):
             # the cap: end the thinking and ask for the answer
             text += self.answer_prompt
             request = ctx.request(

@@ -263,7 +263,7 @@ class StepScorer:
         how = self.how if self.how != "auto" else ("verifier" if ctx.verifier is not None else "prm")
         verifier = ctx.verifier if how == "verifier" else Reward(ctx.engine) if how == "prm" else None
         scores: list[float | None] = [None] * len(todo)
-        if todo and verifier is not None and ctx.meter.limit_reached() is None:
+        if todo and verifier is not None and ctx.meter.limit_reached(samples=False) is None:
             verdicts = await asyncio.gather(
                 *(ctx.verify(problem, steps.text(paths[i]), paths[i].node or "", verifier) for i in todo)
             )
