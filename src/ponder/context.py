@@ -208,8 +208,12 @@ class Context:
             )  # fmt: skip
             return [[g.completion for g in group] for group in groups]
 
-        with generating_through(through):
-            verdict = await verifier.verify(problem, text)
+        try:
+            with generating_through(through):
+                verdict = await verifier.verify(problem, text)
+        except BaseException as exc:
+            self.trace.update(verdict_node, meta={"open": False, "error": f"{type(exc).__name__}: {exc}"})
+            raise
         self.trace.update(
             verdict_node,
             text=verdict.feedback,
@@ -351,15 +355,14 @@ class _Call:
         for i, (state, share) in enumerate(zip(cut, shares, strict=True)):
             state.closed = True
             node = trace.get(state.node)
-            first = i == 0 and prompt > 0
             trace.update(
                 state.node,
                 completion_tokens=node.completion_tokens + share,
-                prompt_tokens=node.prompt_tokens + (prompt if first else 0),
+                prompt_tokens=node.prompt_tokens + (max(0, prompt) if i == 0 else 0),
                 meta={"open": False, "finish_reason": "cancelled", "tokens_estimated": True},
             )
         completion -= sum(shares)
-        prompt = 0 if cut else prompt
+        prompt = min(0, prompt) if cut else prompt
         if prompt or completion:
             extra = {"unattributed": {"prompt_tokens": prompt, "completion_tokens": completion}}
             if states:

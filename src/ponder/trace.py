@@ -145,7 +145,9 @@ class Trace:
     into a write per token, and a kill loses at most that much of its text.
     """
 
-    def __init__(self, trace_id: str | None = None, store: Store | None = None, *, write_every: float = 0.25):
+    def __init__(
+        self, trace_id: str | None = None, store: Store | None = None, *, write_every: float = 0.25
+    ) -> None:
         self.id = trace_id or new_id()
         self.store = store
         self.nodes: list[NodeRecord] = []
