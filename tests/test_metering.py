@@ -342,25 +342,27 @@ def model() -> Iterator[Engine]:
 
 @pytest.mark.model
 @pytest.mark.parametrize(
-    "spec, verifier",
+    "spec, verifier, budget",
     [
-        ("direct", None),
-        ("self-consistency:n=4", None),
-        ("refine:max_rounds=1", None),
-        ("best-of-n:n=2", "judge"),
-        ("best-of-n:n=2", "reward"),
-        ("beam-search:width=2,expand=2,max_steps=2,max_step_tokens=16", None),
-        ("budget-forcing:min_tokens=24,max_tokens=48", None),
-        ("deepconf:n=4,warmup=2,chunk=12", None),
+        ("direct", None, "2000 tokens"),
+        ("self-consistency:n=4", None, "2000 tokens"),
+        ("refine:max_rounds=1", None, "2000 tokens"),
+        ("best-of-n:n=2", "judge", "2000 tokens"),
+        ("best-of-n:n=2", "reward", "2000 tokens"),
+        ("beam-search:width=2,expand=2,max_steps=2,max_step_tokens=16", None, "2000 tokens"),
+        ("budget-forcing:min_tokens=24,max_tokens=48", None, "2000 tokens"),
+        ("deepconf:n=4,warmup=2,chunk=12", None, "2000 tokens"),
+        ("self-consistency:n=8", None, "1.5s"),  # a deadline cuts samples mid-way
     ],
 )
 async def test_usage_equals_the_node_tokens_on_the_real_model(
-    model: Engine, spec: str, verifier: str | None, tmp_path: Path
+    model: Engine, spec: str, verifier: str | None, budget: str, tmp_path: Path
 ) -> None:
     check: Verifier | None = {"judge": Judge(model, max_tokens=32), "reward": Reward(model), None: None}[
         verifier
     ]
-    options = {"verifier": check, "max_tokens": 32, "budget": "2000 tokens", "question": "What is 12 * 3?"}
+    max_tokens = 32 if budget.endswith("tokens") else 512
+    options = {"verifier": check, "max_tokens": max_tokens, "budget": budget, "question": "What is 12 * 3?"}
     answer, trace = await traced(tmp_path, spec, model, **options)
     assert answer.usage.completion_tokens > 0
     assert_adds_up(answer, trace)
