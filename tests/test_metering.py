@@ -24,8 +24,8 @@ import pytest
 from fakes import ScriptedEngine
 from ponder import athink
 from ponder.budget import Budget, Meter
-from ponder.context import WAVE
 from ponder.engines.base import Completion, Engine, GenerationRequest, OnCompletion, OnDelta, TokenLogprob
+from ponder.generation import WAVE
 from ponder.problem import Problem
 from ponder.store import TraceStore
 from ponder.strategies import REGISTRY

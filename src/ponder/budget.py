@@ -15,7 +15,7 @@ How far a limit can overshoot (the engine is told to stop only once it is spent)
   asked for.
 - seconds: the embedded engine checks the deadline after each decode step, the HTTP
   engine cuts its streams at the deadline, and `Context` checks it between waves of at
-  most `ponder.context.WAVE` samples; so the overshoot is one decode step or one
+  most `ponder.generation.WAVE` samples; so the overshoot is one decode step or one
   in-flight HTTP request's cancellation, plus the time to write what was generated.
 - samples: exact; `Context` clamps n to the samples left before asking.
 - usd: like tokens, at the engine's price.
