@@ -421,3 +421,25 @@ def _partial_samples(path: Path) -> int:
         except sqlite3.Error:
             return 0
     return sum(1 for text, meta in rows if text.strip() and json.loads(meta).get("open"))
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("spec, judged", [("self-consistency:n=3", False), ("best-of-n:n=2", True)])
+async def test_usage_equals_the_node_tokens_behind_an_openai_compatible_server(
+    spec: str, judged: bool, tmp_path: Path
+) -> None:
+    """Whether the HTTP engine charges a prompt once per request or once per sample (n
+    fanned out as single requests), every token is on the node it was spent for."""
+    from ponder.engines.openai import OpenAIEngine
+    from servers import LlamaCppServer
+
+    with LlamaCppServer(n_threads=1) as server:
+        engine = OpenAIEngine(server.base_url)
+        try:
+            verifier = Judge(engine, max_tokens=24) if judged else None
+            answer, trace = await traced(tmp_path, spec, engine, verifier=verifier, max_tokens=24)
+        finally:
+            await engine.aclose()
+    assert_adds_up(answer, trace)
+    samples = [n for n in trace.nodes if n.kind == "sample"]
+    assert len(samples) >= 2 and samples[0].prompt_tokens > 0

@@ -6,10 +6,11 @@
   text updated as it is written (throttled by `Trace`), closed with its tokens, answer
   and finish reason; a cancel closes it as "cancelled" with the text it had;
 - tokens where they were spent: each call charges its own `Meter.tab()`; completion
-  tokens go on each sample's node, a request's prompt tokens on the first of its nodes to
-  close, and whatever no completion reports on the call's first node
-  (`meta["unattributed"]`), or one empty node when the call wrote none, so the nodes add
-  up to the meter;
+  tokens go on each sample's node; a request's prompt tokens on the first of its nodes to
+  close (an engine evaluates a prompt once for its n samples), or on every sample's node
+  when the call charged them once per sample (an HTTP engine that fans n out); whatever
+  no completion reports goes on the call's first node (`meta["unattributed"]`), or on one
+  empty node when the call wrote none. So the nodes add up to the meter;
 - prompts: each distinct request as sent (with the engine's `render` when it has one) is
   kept once on the trace and named by its nodes' `meta["prompt"]`.
 """
@@ -120,6 +121,7 @@ class _Open:
     seconds: float = 0.0
     written: str = ""
     closed: bool = False
+    sibling_prompt: int = 0  # prompt tokens its completion reports, not put on it (a sibling has them)
 
 
 @dataclass
@@ -182,6 +184,7 @@ class _Call:
             if c.finish_reason == "length" and requests[r].max_tokens < heads[r].asked.max_tokens:
                 c = replace(c, finish_reason="budget")  # cut by the tokens left, not its own cap
             prompt = c.prompt_tokens if r not in priced else 0
+            state.sibling_prompt = c.prompt_tokens - prompt
             priced.add(r)
             text = state.base + c.text
             fields: dict[str, Any] = {
@@ -225,6 +228,14 @@ class _Call:
         grew = [(trace.get(s.node), s) for s in states]  # what this call added to each node
         prompt = tab.prompt_tokens - sum(n.prompt_tokens - s.prompt_tokens for n, s in grew)
         completion = tab.completion_tokens - sum(n.completion_tokens - s.completion_tokens for n, s in grew)
+        siblings = [s for s in states if s.closed and s.sibling_prompt]
+        if prompt > 0 and prompt == sum(s.sibling_prompt for s in siblings):
+            # the engine evaluated the prompt once per sample (an HTTP engine fanning n out
+            # as single requests), not once per request: each sample's node carries its own
+            for state in siblings:
+                node = trace.get(state.node)
+                trace.update(state.node, prompt_tokens=node.prompt_tokens + state.sibling_prompt)
+            prompt = 0
         shares = _split(max(0, completion), [len(s.written) for s in cut])
         for i, (state, share) in enumerate(zip(cut, shares, strict=True)):
             state.closed = True
