@@ -229,6 +229,11 @@ async def test_growing_text_is_written_throttled_and_once_more_when_it_closes(tm
     assert store.updates == 1  # 200 deltas, one write: the close
     (node,) = store.get_trace("ab").nodes
     assert node.text == " ".join(["word"] * 200) and node.completion_tokens == 200 and not node.meta["open"]
+    eager = Trace("ab", store=store, write_every=0)  # every change falls due at once
+    store.updates = 0
+    engine = StreamingEngine(lambda req, i: "a b c")
+    await Context(engine, Meter(), eager).complete([GenerationRequest(prompt="q")])
+    assert store.updates == 2 + 1  # the first word comes with the add, then two words and the close
 
 
 # --- prompts on the trace -----------------------------------------------------------------------

@@ -85,7 +85,7 @@ class Context:
         engine: Engine | None = None,
         grow: Sequence[str | None] | None = None,
         lead: str = "",
-        meta: Mapping[str, Any] | Sequence[Mapping[str, Any]] = {},
+        meta: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
     ) -> list[list[Generated]]:
         """Generate `requests` and record each sample as a `kind` node under `parent` (one
         for all, or one per request; default: this context's parent), written when its
@@ -109,7 +109,7 @@ class Context:
             trace=self.trace,
             kind=kind,
             parents=[p or self.parent for p in parents],
-            metas=[meta] * n if isinstance(meta, Mapping) else list(meta),
+            metas=[meta or {}] * n if meta is None or isinstance(meta, Mapping) else list(meta),
             grow=grow,
             problem=problem,
             samples=samples,

@@ -140,7 +140,8 @@ class Trace:
     """Collects nodes for one trace id and persists them through an optional store.
 
     Listeners hear every change in memory (each add, each update, a growing sample's every
-    delta); the store hears adds and final writes at once, and a growing node at most every
+    delta), given the live record (it keeps changing: copy what must not); the store hears
+    adds and final writes at once, and a growing node at most every
     `write_every` seconds (`throttle=True`), so a sample streaming tokens does not turn
     into a write per token, and a kill loses at most that much of its text.
     """
