@@ -24,7 +24,15 @@ import pytest
 from fakes import ScriptedEngine
 from ponder import athink
 from ponder.budget import Budget, Meter
-from ponder.engines.base import Completion, Engine, GenerationRequest, OnCompletion, OnDelta, TokenLogprob
+from ponder.engines.base import (
+    Completion,
+    Engine,
+    EngineError,
+    GenerationRequest,
+    OnCompletion,
+    OnDelta,
+    TokenLogprob,
+)
 from ponder.generation import WAVE
 from ponder.problem import Problem
 from ponder.store import TraceStore
@@ -205,6 +213,30 @@ async def test_a_sample_is_a_node_from_its_first_word_and_a_cancel_keeps_its_tex
     # listeners heard it added, grow word by word, then close
     texts = [text for node_id, text, _ in heard if node_id == sample.id]
     assert texts[:3] == ["one", "one two", "one two three"] and not heard[-1][2]
+
+
+class FailingEngine(StreamingEngine):
+    """Writes three words of a sample, then the connection drops."""
+
+    async def generate(self, requests, meter=None, on_completion=None, on_delta=None):  # type: ignore[no-untyped-def]
+        def drop(r: int, s: int, text: str) -> None:
+            if on_delta is not None:
+                on_delta(r, s, text)
+            if meter is not None and meter.completion_tokens >= 3:
+                raise EngineError("connection dropped", transient=True)
+
+        return await super().generate(requests, meter, on_completion, drop)
+
+
+async def test_an_engine_error_keeps_the_partial_text_and_the_tokens(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "traces.sqlite")
+    with pytest.raises(EngineError):
+        await athink("q?", strategy="direct", engine=FailingEngine(), store=store, trace_id="beef")
+    trace = store.get_trace("beef")
+    assert trace is not None and trace.status == "error" and "connection dropped" in (trace.error or "")
+    (sample,) = [n for n in trace.nodes if n.kind == "sample"]
+    assert sample.text == "Step 1: 2" and sample.meta["finish_reason"] == "error"
+    assert sample.completion_tokens == 3 == trace.usage["completion_tokens"] and not sample.meta["open"]  # type: ignore[index]
 
 
 class CountingStore(TraceStore):

@@ -4,7 +4,8 @@
   and each request's `max_tokens` to the tokens left, the budget checked between waves;
 - nodes that grow: a sample is a trace node from its first delta (`meta["open"]`), its
   text updated as it is written (throttled by `Trace`), closed with its tokens, answer
-  and finish reason; a cancel closes it as "cancelled" with the text it had;
+  and finish reason; a cancel (or an engine error) closes it as "cancelled" ("error")
+  with the text it had;
 - tokens where they were spent: each call charges its own `Meter.tab()`; completion
   tokens go on each sample's node; a request's prompt tokens on the first of its nodes to
   close (an engine evaluates a prompt once for its n samples), or on every sample's node
@@ -17,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import math
@@ -205,20 +207,20 @@ class _Call:
 
         try:
             groups = await _generate(self.engine, requests, tab, on_completion, on_delta)
-        except BaseException:
-            self._settle(tab)
+        except BaseException as exc:
+            self._settle(tab, "cancelled" if isinstance(exc, asyncio.CancelledError) else "error")
             raise
         for r, group in enumerate(groups):
             for s, c in enumerate(group):
                 on_completion(r, s, c)  # engines that do not call back, and any they missed
-        self._settle(tab)
+        self._settle(tab, "budget")
         if self.samples:
             self.meter.charge(samples=sum(_generated(g.completion) for row in out for g in row))
         for row in out:
             row.sort(key=lambda g: g.index)
         return out
 
-    def _settle(self, tab: Meter) -> None:
+    def _settle(self, tab: Meter, cut_by: str) -> None:
         """Close what a cancel left open and put on nodes whatever the call charged that no
         closed node carries, so the nodes add up to the meter: a cancelled sample gets its
         share of the tokens by the text it wrote, anything else goes on the call's first node."""
@@ -244,7 +246,7 @@ class _Call:
                 state.node,
                 completion_tokens=node.completion_tokens + share,
                 prompt_tokens=node.prompt_tokens + (max(0, prompt) if i == 0 else 0),
-                meta={"open": False, "finish_reason": "cancelled", "tokens_estimated": True},
+                meta={"open": False, "finish_reason": cut_by, "tokens_estimated": True},
             )
         completion -= sum(shares)
         prompt = min(0, prompt) if cut else prompt
