@@ -12,12 +12,14 @@ import json
 import os
 import textwrap
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ponder.budget import Budget, BudgetError
+from ponder.code.visible import describe_checks, visible_checks
 from ponder.datasets import Dataset
 from ponder.engines.base import Engine
 from ponder.metrics import summarize
@@ -214,17 +216,23 @@ async def think_and_grade(
         if node.kind == "sample":
             heard[node.id] = node
 
+    checks = visible_checks(problem) if problem.format == "code" else None  # never the grading tests
     answer = await athink(
         problem,
         strategy=strategy,
         budget=run.budget,
         engine=engine,
+        verifier=checks,
         store=store,
         on_node=on_node,
         seed=run.seed,
         max_tokens=run.max_tokens,
     )
     correct = await run.dataset.agrade(problem, answer.answer, answer.response)
+    visible = {}
+    if checks is not None:
+        verdict = await checks.verify(problem, answer.response)
+        visible = {"visible_passed": verdict.passed, "visible_checks": describe_checks(problem)}
     graded: dict[tuple[str | None, str], bool] = {}
     sample_rows: list[list[Any]] = []
     samples = [n for n in heard.values() if n.meta.get("finish_reason") not in ("budget", "cancelled")]
@@ -241,6 +249,7 @@ async def think_and_grade(
         "answer": answer.answer,
         "gold": problem.gold,
         "correct": correct,
+        **visible,
         "samples": sample_rows,
         **usage,
         "stopped_by": answer.stopped_by,
@@ -302,6 +311,7 @@ def summary(run: BenchRun, rows: dict[str, list[dict[str, Any]]]) -> dict[str, A
                 "family": family(strategy),
                 "parameters": {name: getattr(strategy, name) for name, *_ in strategy.parameters()},
                 **summarize(rows.get(spec, [])),
+                **visible_summary(rows.get(spec, [])),
             }
         )
     models = sorted({row["model"] for spec_rows in rows.values() for row in spec_rows})
@@ -319,6 +329,7 @@ COLUMNS = [
     ("problems", "problems", "{}"),
     ("accuracy", "accuracy", "{:.3f}"),
     ("pass@1", "pass_at_1", "{:.3f}"),
+    ("visible pass", "visible_pass_rate", "{:.3f}"),
     ("coverage", "coverage", "{:.3f}"),
     ("samples/problem", "samples_per_problem", "{:.1f}"),
     ("prompt tok/problem", "prompt_tokens_per_problem", "{:.0f}"),
@@ -329,11 +340,26 @@ COLUMNS = [
 ]
 
 
+def visible_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """For code problems: how often the answer passed the checks the strategy saw (graded
+    separately by the hidden tests), and which checks those were."""
+    seen = [row for row in rows if "visible_passed" in row]
+    if not seen:
+        return {}
+    kinds = Counter(str(row["visible_checks"]) for row in seen)
+    return {
+        "visible_pass_rate": sum(bool(row["visible_passed"]) for row in seen) / len(seen),
+        "checks_seen": ", ".join(f"{kind} ({n} problems)" for kind, n in kinds.most_common()),
+    }
+
+
 def table_rows(data: dict[str, Any]) -> list[list[str]]:
     out = []
     for s in data["strategies"]:
         values = {**s, "pass_at_1": s["pass_at_k"].get("1")}
-        out.append([fmt.format(values[key]) if values[key] is not None else "" for _, key, fmt in COLUMNS])
+        out.append(
+            [fmt.format(values[key]) if values.get(key) is not None else "" for _, key, fmt in COLUMNS]
+        )
     return out
 
 
@@ -348,7 +374,7 @@ def write_outputs(run: BenchRun, data: dict[str, Any]) -> None:
         for s in data["strategies"]:
             values = {**s, "pass_at_1": s["pass_at_k"].get("1")}
             writer.writerow(
-                [values[key] for _, key, _ in COLUMNS]
+                [values.get(key) for _, key, _ in COLUMNS]
                 + [json.dumps(s["pass_at_k"]), json.dumps(s["majority_at_k"])]
             )
     config = f" {json.dumps(data['dataset_config'])}" if data["dataset_config"] else ""
@@ -370,6 +396,13 @@ def write_outputs(run: BenchRun, data: dict[str, Any]) -> None:
         passes = ", ".join(f"pass@{k} {v:.3f}" for k, v in s["pass_at_k"].items() if v is not None)
         majors = ", ".join(f"maj@{k} {v:.3f}" for k, v in s["majority_at_k"].items())
         lines.append(f"- `{s['strategy']}`: {passes}; {majors}")
+    if seen := next((s["checks_seen"] for s in data["strategies"] if s.get("checks_seen")), None):
+        lines += [
+            "",
+            f"Strategies saw only the visible checks: {seen}. `accuracy` and pass@k are graded by the "
+            "hidden tests, which no strategy saw; `visible pass` is the answer's pass rate on the "
+            "visible checks.",
+        ]
     (run.out / "summary.md").write_text("\n".join(lines) + "\n")
     plot(data, run.out / "accuracy_vs_tokens.png")
 

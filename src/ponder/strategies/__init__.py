@@ -20,6 +20,7 @@ from ponder.strategies.base import (
 from ponder.strategies.beam_search import BeamSearch
 from ponder.strategies.best_of_n import BestOfN
 from ponder.strategies.budget_forcing import BudgetForcing
+from ponder.strategies.codet import CodeT
 from ponder.strategies.cot import ChainOfThought
 from ponder.strategies.deepconf import DeepConf
 from ponder.strategies.direct import Direct
@@ -42,6 +43,7 @@ __all__ = [
     "BestOfN",
     "BudgetForcing",
     "ChainOfThought",
+    "CodeT",
     "DeepConf",
     "Direct",
     "Parameter",
