@@ -101,6 +101,8 @@ def docstring_examples(prompt: str, entry_point: str) -> list[Example]:
     for ex in doctests:  # >>> f(x) / want
         call = _call(ex.source, entry_point, params)
         want = ex.want.strip() or "None"
+        if not _literal(want):  # doctest runs on to the next blank line: try the first line alone
+            want = want.splitlines()[0].strip()
         if call and _literal(want):
             found.append(Example(call, want))
     lines = doc.splitlines()

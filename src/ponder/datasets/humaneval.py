@@ -54,7 +54,8 @@ def load_humaneval(path: str | None = None) -> list[Problem]:
 
 class HumanEval(Dataset):
     """The 164 HumanEval problems, split honestly: each problem shows strategies only its
-    visible checks; `agrade` runs the hidden tests in the sandbox."""
+    visible checks (no canonical solution in `meta` either); `agrade` runs the hidden tests
+    in the sandbox."""
 
     name = "humaneval"
 
@@ -69,7 +70,10 @@ class HumanEval(Dataset):
             assert full.id is not None and full.tests is not None and full.entry_point is not None
             self._hidden[full.id] = full.tests
             visible = visible_tests(full.question, full.entry_point)
-            meta = {**full.meta, "visible_checks": "docstring examples + ruff" if visible else "ruff"}
+            meta = {
+                "source": "humaneval",
+                "visible_checks": "docstring examples + ruff" if visible else "ruff",
+            }
             problems.append(dataclasses.replace(full, tests=visible, meta=meta))
         return problems
 
