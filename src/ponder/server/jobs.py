@@ -1,0 +1,121 @@
+"""Jobs: thinks that outlive their HTTP request. A job *is* a trace: its id is the trace id
+and its state lives in the store, so after a restart a finished job still answers, and one
+whose process died mid-think says "interrupted" (its trace was left "running" by nobody).
+Events are the trace's node changes, numbered by version, so `Last-Event-ID` resumes a
+stream exactly where it broke, even across a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ponder.server.plan import Plan
+from ponder.server.service import Outcome, Service, completion
+from ponder.server.streaming import POLL, follow, node_json
+from ponder.server.thinking import IDS_UP_FRONT, best_so_far, version
+from ponder.server.wire import ApiError, sse, usage_body
+from ponder.think import Usage
+from ponder.trace import new_id
+
+
+class Jobs:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    async def create(self, plan: Plan) -> dict[str, Any]:
+        if plan.n != 1:
+            raise ApiError(400, "n: a job thinks once; create one job per answer", param="n")
+        service = self.service
+        service.gate.check()
+        job_id = new_id() if IDS_UP_FRONT else None
+        started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def run() -> None:
+            try:
+                async with service.gate.slot():
+                    thinking = await service.begin(plan, plan.seed, job_id)
+                    started.set_result(thinking.trace_id)
+                    with contextlib.suppress(Exception):  # athink recorded the error in the trace
+                        await thinking.task
+            except BaseException as exc:
+                if not started.done():
+                    started.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+                raise
+            finally:
+                if job_id is not None:
+                    service.queued.pop(job_id, None)
+
+        task = asyncio.create_task(run())
+        service.runners.add(task)
+        task.add_done_callback(service.runners.discard)
+        if job_id is not None:
+            service.queued[job_id] = task
+            await asyncio.sleep(0)  # let it take a free slot at once, so the reply says "running"
+            return self.view(job_id)
+        return self.view(await started)
+
+    def view(self, job_id: str) -> dict[str, Any]:
+        service = self.service
+        if job_id in service.queued and job_id not in service.live:
+            return {"id": job_id, "object": "ponder.job", "status": "queued", "best": None, "result": None}
+        trace = service.trace(job_id, param="job_id")
+        live = service.live.get(trace.id)
+        if live is not None and not live.done:
+            status = "running"
+            usage = dataclasses.asdict(Usage.from_meter(live.meter, 0))
+        else:
+            status = "interrupted" if trace.status == "running" else trace.status
+            usage = trace.usage or {}
+        best = best_so_far(trace.nodes)
+        outcome = Outcome.stored(trace)
+        return {
+            "id": trace.id,
+            "object": "ponder.job",
+            "status": status,
+            "model": trace.model,
+            "strategy": trace.strategy,
+            "question": trace.question,
+            "created_at": trace.created_at,
+            "finished_at": trace.finished_at,
+            "stopped_by": trace.stopped_by,
+            "best": dataclasses.asdict(best),
+            "usage": {**usage_body(usage), "seconds": usage.get("seconds"), "usd": usage.get("usd")},
+            "result": completion([outcome], trace.model, []) if outcome else None,
+        }
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        service = self.service
+        queued = service.queued.pop(job_id, None)
+        if queued is not None and job_id not in service.live:
+            queued.cancel()
+            return {"id": job_id, "object": "ponder.job", "status": "cancelled", "best": None, "result": None}
+        live = service.live.get(job_id)
+        if live is not None and not live.done:
+            await service.stop(live, "cancelled")
+        return self.view(job_id)
+
+    def check(self, job_id: str) -> None:
+        if job_id not in self.service.queued:
+            self.service.trace(job_id, param="job_id")
+
+    async def events(self, job_id: str, after: int) -> AsyncIterator[bytes]:
+        """`node` events (id = the node's version) then one `end` event with the job's view;
+        a stopping server ends the stream early (the client resumes with Last-Event-ID)."""
+        service = self.service
+        while job_id in service.queued and job_id not in service.live and not service.stopping.is_set():
+            await asyncio.sleep(POLL)
+        trace_id = service.trace(job_id, param="job_id").id
+        last = after
+        live = service.live.get(trace_id)
+        async for nodes in follow(service.store, trace_id, live, after=after, stopping=service.stopping):
+            if not nodes:
+                yield b": keep-alive\n\n"
+            for node in nodes:
+                last = version(node)
+                yield sse(node_json(node), event="node", event_id=last)
+        if live is not None and not live.done:
+            return  # the server is stopping mid-think: no end event, the client resumes later
+        yield sse(self.view(trace_id), event="end", event_id=last)
