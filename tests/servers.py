@@ -3,6 +3,8 @@
 - `ScriptedServer`: a tiny asyncio HTTP/1.1 server whose every response is decided by a
   test-supplied handler, including misbehaviour (drop the connection mid-response, hang,
   send garbage), so the engine is tested against real sockets rather than a mock transport.
+  `ThreadedServer` runs one on its own loop in a thread, for callers that make their own
+  loops (`asyncio.run`, `ponder.think`).
 - `LlamaCppServer`: `python -m llama_cpp.server` with the bundled SmolLM2 model, for
   integration tests (reusable by CLI tests: `base_url`, `model`).
 """
@@ -18,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -163,6 +166,41 @@ class ScriptedServer:
         finally:
             self._conns.discard(task)
             writer.close()
+
+
+class ThreadedServer:
+    """`with ThreadedServer(handler) as server:` a `ScriptedServer` served from a background
+    thread's event loop (the handler runs there)."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.server = ScriptedServer(handler)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> ScriptedServer:
+        self.thread.start()
+        return asyncio.run_coroutine_threadsafe(self.server.__aenter__(), self.loop).result(10)
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.__aexit__(None, None, None), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+USAGE = {"prompt_tokens": 12, "completion_tokens": 3}
+
+
+def script(*actions: Action) -> Handler:
+    """A handler that plays `actions` in order, then answers "4" (with `USAGE`) forever."""
+    queue = list(actions)
+
+    def handler(req: Request) -> Action:
+        if queue:
+            return queue.pop(0)
+        return Reply(body=chat_response(["4"], usage=USAGE))
+
+    return handler
 
 
 def chat_response(

@@ -42,11 +42,12 @@ def split_strategies(texts: str | Sequence[str]) -> list[str]:
     comma-separated items are parameters of the spec before them, so
     "direct,beam-search:width=4,expand=2,self-consistency:n=4" is three specs."""
     import ponder.strategies  # noqa: F401  (fills the registry)
+    from ponder.strategies.spec import split_top
 
     specs: list[str] = []
     for text in [texts] if isinstance(texts, str) else texts:
-        for chunk in text.split(";"):
-            for item in filter(None, (part.strip() for part in chunk.split(","))):
+        for chunk in split_top(text, ";"):
+            for item in (part.strip() for part in split_top(chunk)):
                 if specs and _is_parameter(item, specs[-1]):
                     specs[-1] += ("," if ":" in specs[-1] else ":") + item
                 elif "=" in item.partition(":")[0]:

@@ -89,7 +89,11 @@ def _message(raw: Any, index: int) -> Message:
     if isinstance(content, list):
         parts = []
         for part in content:
-            if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            if (
+                not isinstance(part, Mapping)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
                 raise ProblemError(f"messages[{index}].content: only text parts are supported")
             parts.append(part["text"])
         content = "".join(parts)

@@ -1,17 +1,123 @@
 """The tree of hidden thoughts of one request: samples, steps, critiques, revisions,
-votes, verdicts and the answer. Append-only; each node goes to the store the moment it is
-added and to any listener (progress bars now, server events later)."""
+votes, verdicts and the answer. Each node goes to the store the moment it is added and to
+any listener (progress bars, server events, the viewer).
+
+A node is added once and may then grow: a sample being written is a node whose text is
+updated as tokens arrive and closed when it finishes. Every write gives the node a new
+`version`, increasing within the trace, so a live reader asks `nodes_after(trace, version)`
+and sees each change exactly once.
+
+`Store` is the interface the core owns; `ponder.store.TraceStore` (SQLite) is its default
+adapter, and a server or a cluster may bring another.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from ponder.store import NodeRecord, TraceStore
+NodeKind = Literal[
+    "root", "sample", "step", "critique", "revision", "vote", "verdict", "answer", "note", "decision"
+]
+TraceStatus = Literal["running", "done", "error", "cancelled", "interrupted"]
 
-NodeKind = Literal["root", "sample", "step", "critique", "revision", "vote", "verdict", "answer", "note"]
+
+@dataclass
+class NodeRecord:
+    id: str
+    trace_id: str
+    parent_id: str | None
+    seq: int
+    kind: str
+    text: str
+    answer: str | None
+    score: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    meta: dict[str, Any]
+    created_at: float
+    version: int = 0
+
+
+@dataclass
+class TraceRecord:
+    id: str
+    question: str
+    strategy: str
+    model: str
+    budget: dict[str, Any]
+    status: str
+    answer: str | None
+    stopped_by: str | None
+    usage: dict[str, Any] | None
+    created_at: float
+    finished_at: float | None
+    nodes: list[NodeRecord] = field(default_factory=list)
+    problem: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    prompts: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where traces live. Writes come from the process that thinks; reads from anyone
+    (CLI, server, viewer), also while the trace grows."""
+
+    def begin_trace(
+        self,
+        trace_id: str,
+        *,
+        question: str,
+        strategy: str,
+        model: str,
+        budget: dict[str, Any],
+        created_at: float,
+        problem: dict[str, Any] | None = None,
+    ) -> None: ...
+
+    def add_node(self, node: NodeRecord) -> None: ...
+
+    def update_node(self, node: NodeRecord) -> None: ...
+
+    def add_prompt(self, trace_id: str, key: str, payload: dict[str, Any]) -> None: ...
+
+    def finish_trace(
+        self,
+        trace_id: str,
+        *,
+        status: TraceStatus,
+        answer: str | None,
+        stopped_by: str | None,
+        usage: dict[str, Any],
+        finished_at: float,
+        model: str | None = None,
+        error: str | None = None,
+    ) -> None: ...
+
+    def get_trace(self, trace_id: str) -> TraceRecord | None: ...
+
+    def list_traces(
+        self,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        status: str | None = None,
+        strategy: str | None = None,
+        text: str | None = None,
+    ) -> list[TraceRecord]: ...
+
+    def nodes_after(self, trace_id: str, version: int = 0) -> list[NodeRecord]: ...
+
+    def close(self) -> None: ...
+
+
 Listener = Callable[[NodeRecord], None]
 
 
@@ -22,7 +128,7 @@ def new_id() -> str:
 class Trace:
     """Collects nodes for one trace id and persists them through an optional store."""
 
-    def __init__(self, trace_id: str | None = None, store: TraceStore | None = None) -> None:
+    def __init__(self, trace_id: str | None = None, store: Store | None = None) -> None:
         self.id = trace_id or new_id()
         self.store = store
         self.nodes: list[NodeRecord] = []

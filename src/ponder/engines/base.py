@@ -7,6 +7,7 @@ is enforced *while* generating, not after.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -98,10 +99,29 @@ server stream thoughts live."""
 
 @dataclass(frozen=True)
 class Price:
-    """Dollars per million tokens; 0 for a local model."""
+    """Dollars per million tokens; 0 for a local model. An engine whose price is unknown
+    has `price = None`, so a dollar budget can say it cannot be kept instead of reading $0."""
 
     prompt_per_million: float = 0.0
     completion_per_million: float = 0.0
+
+    def __post_init__(self) -> None:
+        for value in (self.prompt_per_million, self.completion_per_million):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"a price must be a finite number of dollars per million tokens >= 0, not {value!r}"
+                )
+
+    @classmethod
+    def given(cls, prompt: float | None, completion: float | None, *, env: bool = False) -> Price | None:
+        """The price from an input and an output price that may each be missing: None (unknown)
+        when both are; a half-given price is an error rather than a silent $0 for the other half."""
+        if prompt is None and completion is None:
+            return None
+        if prompt is None or completion is None:
+            names = "PONDER_PRICE_INPUT and PONDER_PRICE_OUTPUT" if env else "price_input and price_output"
+            raise ValueError(f"give both {names} (dollars per million input / output tokens), or neither")
+        return cls(prompt, completion)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (
@@ -122,7 +142,11 @@ class Engine(Protocol):
     """
 
     model: str
-    price: Price
+
+    @property
+    def price(self) -> Price | None:
+        """Dollars per million tokens; None when unknown (a dollar budget cannot be kept)."""
+        ...
 
     async def generate(
         self,

