@@ -12,6 +12,7 @@ import typer
 
 from ponder.cli.app import app
 from ponder.cli.errors import fail
+from ponder.settings import settings
 
 
 @app.command()
@@ -46,11 +47,13 @@ def serve(
     queue: Annotated[int, typer.Option(help="Requests waiting for a slot before 429.")] = 16,
     max_body: Annotated[int, typer.Option(help="Largest request body, in bytes.")] = 1 << 20,
     price_input: Annotated[
-        float, typer.Option(help="Dollars per million prompt tokens (for usd budgets).")
-    ] = 0.0,
+        float | None,
+        typer.Option(help="Dollars per million prompt tokens, for usd budgets (or $PONDER_PRICE_INPUT)."),
+    ] = None,
     price_output: Annotated[
-        float, typer.Option(help="Dollars per million completion tokens (for usd budgets).")
-    ] = 0.0,
+        float | None,
+        typer.Option(help="Dollars per million completion tokens (or $PONDER_PRICE_OUTPUT)."),
+    ] = None,
     grace: Annotated[float, typer.Option(help="Seconds a shutdown waits for in-flight thinks.")] = 10.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
@@ -67,6 +70,9 @@ def serve(
     if log_level.lower() not in ("debug", "info", "warning", "error"):
         fail("--log-level must be debug, info, warning or error")
     try:
+        if price_input is None and price_output is None:
+            env = settings()
+            price_input, price_output = env.price_input, env.price_output
         config = ServerConfig(
             store=store,
             upstream=upstream,

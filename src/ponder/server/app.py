@@ -23,10 +23,9 @@ from starlette.types import Receive, Scope, Send
 from ponder.engines.base import Engine, EngineError
 from ponder.server.guards import Guard
 from ponder.server.jobs import Jobs
-from ponder.server.plan import ALIAS, Plan, plan
+from ponder.server.plan import ALIAS, Plan
 from ponder.server.service import ClientGone, Outcome, ServerConfig, Service, completion
 from ponder.server.streaming import Narrator, follow
-from ponder.server.thinking import list_traces as listed
 from ponder.server.wire import ApiError, chunk, error_body, parse_chat, sse, usage_body
 from ponder.store import StoreError, TraceStore
 from ponder.strategies import REGISTRY
@@ -140,7 +139,7 @@ def _routes(app: FastAPI) -> None:
     async def chat(request: Request) -> Any:
         service = _service(request)
         body = parse_chat(await request.body())
-        chosen = plan(body, service.served, service.defaults)
+        chosen = service.plan(body)
         if body.stream:
             if chosen.n != 1:
                 raise ApiError(400, "n: streaming gives one choice; use n=1 or stream=false", param="n")
@@ -160,7 +159,7 @@ def _routes(app: FastAPI) -> None:
         body = parse_chat(await request.body())
         if body.stream:
             raise ApiError(400, "stream: a job is followed at /v1/ponder/jobs/{id}/events", param="stream")
-        job = await request.app.state.jobs.create(plan(body, service.served, service.defaults))
+        job = await request.app.state.jobs.create(service.plan(body))
         request.state.log = {"trace_id": job["id"]}
         return job
 
@@ -200,9 +199,7 @@ def _routes(app: FastAPI) -> None:
         strategy: Annotated[str | None, Query(max_length=200)] = None,
         text: Annotated[str | None, Query(max_length=500)] = None,
     ) -> dict[str, Any]:
-        rows = listed(
-            _service(request).store, limit=limit, offset=offset, status=status, strategy=strategy, text=text
-        )
+        rows = _service(request).store.list_traces(limit, offset, status=status, strategy=strategy, text=text)
         data = [{k: v for k, v in t.to_dict().items() if k != "nodes"} for t in rows]
         return {"object": "list", "data": data, "limit": limit, "offset": offset}
 

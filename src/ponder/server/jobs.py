@@ -7,7 +7,6 @@ stream exactly where it broke, even across a restart."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 from ponder.server.plan import Plan
 from ponder.server.service import Outcome, Service, completion
 from ponder.server.streaming import POLL, follow, node_json
-from ponder.server.thinking import IDS_UP_FRONT, best_so_far, version
+from ponder.server.thinking import best_so_far
 from ponder.server.wire import ApiError, sse, usage_body
 from ponder.think import Usage
 from ponder.trace import new_id
@@ -30,32 +29,31 @@ class Jobs:
             raise ApiError(400, "n: a job thinks once; create one job per answer", param="n")
         service = self.service
         service.gate.check()
-        job_id = new_id() if IDS_UP_FRONT else None
+        job_id = new_id()
         started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         async def run() -> None:
             try:
                 async with service.gate.slot():
                     thinking = await service.begin(plan, plan.seed, job_id)
+                    service.queued.pop(job_id, None)
                     started.set_result(thinking.trace_id)
-                    with contextlib.suppress(Exception):  # athink recorded the error in the trace
-                        await thinking.task
+                    # wait without owning: cancelling this runner must not cancel the think
+                    # (a shutdown marks it "interrupted" itself, DELETE marks it "cancelled")
+                    await asyncio.wait([thinking.task])
             except BaseException as exc:
                 if not started.done():
                     started.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
                 raise
             finally:
-                if job_id is not None:
-                    service.queued.pop(job_id, None)
+                service.queued.pop(job_id, None)
 
         task = asyncio.create_task(run())
         service.runners.add(task)
         task.add_done_callback(service.runners.discard)
-        if job_id is not None:
-            service.queued[job_id] = task
-            await asyncio.sleep(0)  # let it take a free slot at once, so the reply says "running"
-            return self.view(job_id)
-        return self.view(await started)
+        service.queued[job_id] = task
+        await asyncio.wait([started], timeout=0.5)  # a free slot is taken at once: say "running"
+        return self.view(job_id)
 
     def view(self, job_id: str) -> dict[str, Any]:
         service = self.service
@@ -67,7 +65,7 @@ class Jobs:
             status = "running"
             usage = dataclasses.asdict(Usage.from_meter(live.meter, 0))
         else:
-            status = "interrupted" if trace.status == "running" else trace.status
+            status = trace.status  # a writer that died mid-think left it "interrupted"
             usage = trace.usage or {}
         best = best_so_far(trace.nodes)
         outcome = Outcome.stored(trace)
@@ -114,7 +112,7 @@ class Jobs:
             if not nodes:
                 yield b": keep-alive\n\n"
             for node in nodes:
-                last = version(node)
+                last = node.version
                 yield sse(node_json(node), event="node", event_id=last)
         if live is not None and not live.done:
             return  # the server is stopping mid-think: no end event, the client resumes later

@@ -21,10 +21,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from ponder.budget import Budget, BudgetError
+from ponder.engines.base import Engine
 from ponder.problem import Problem, ProblemError
-from ponder.server.thinking import strategy_from
 from ponder.server.wire import ApiError, BudgetIn, ChatRequest, validation_error
-from ponder.strategies import REGISTRY, Strategy, StrategyError
+from ponder.strategies import REGISTRY, Strategy, StrategyError, parse_strategy
 
 # reasoning_effort -> (strategy, budget). Cheap to dear: one greedy answer; a small vote; an
 # adaptive vote that stops when the answer is settled; the same allowed to go twice as far.
@@ -62,7 +62,7 @@ class Defaults:
     budget: Budget = field(default_factory=lambda: Budget(seconds=60))
     cap: Budget = field(default_factory=lambda: Budget(seconds=600))
     max_tokens: int = 512
-    priced: bool = False  # the engine has a price, so dollar budgets mean something
+    priced: bool = False  # the engine has a price, so a dollar budget means something
 
 
 def split_model(name: str, served: str) -> tuple[str | None, str]:
@@ -88,7 +88,7 @@ def split_model(name: str, served: str) -> tuple[str | None, str]:
     return spec, model
 
 
-def plan(request: ChatRequest, served: str, defaults: Defaults) -> Plan:
+def plan(request: ChatRequest, engine: Engine, served: str, defaults: Defaults) -> Plan:
     extra = request.ponder
     try:
         problem = Problem.from_messages(request.messages, format=(extra.format if extra else None) or "auto")
@@ -101,7 +101,7 @@ def plan(request: ChatRequest, served: str, defaults: Defaults) -> Plan:
         raise ApiError(400, "ponder.strategy: give a spec string or an object", param="ponder.strategy")
     param = "ponder.strategy" if extra and extra.strategy else "model" if named else "reasoning_effort"
     try:
-        strategy = strategy_from(spec)
+        strategy = parse_strategy(spec, engine=engine)
     except StrategyError as exc:
         raise ApiError(400, f"{param}: {exc}", param=param) from None
     strategy = _sampling(strategy, request)

@@ -21,11 +21,12 @@ import anyio
 from ponder.engines import create_engine
 from ponder.engines.base import Engine, Price
 from ponder.server.guards import Gate
-from ponder.server.plan import Defaults, Plan
+from ponder.server.plan import Defaults, Plan, plan
 from ponder.server.thinking import Thinking, begin, stop
-from ponder.server.wire import ApiError, choice, completion_body, usage_body
+from ponder.server.wire import ApiError, ChatRequest, choice, completion_body, usage_body
 from ponder.store import TraceRecord, TraceStore
 from ponder.think import Answer
+from ponder.trace import TraceStatus
 
 
 @dataclass
@@ -40,26 +41,27 @@ class ServerConfig:
     max_concurrent: int = 4
     queue: int = 16
     max_body: int = 1 << 20
-    price_input: float = 0.0  # dollars per million tokens
-    price_output: float = 0.0
+    price_input: float | None = None  # dollars per million tokens; both or neither
+    price_output: float | None = None
     grace: float = 10.0  # seconds a shutdown waits for in-flight thinks
     defaults: Defaults = field(default_factory=Defaults)
 
     def __post_init__(self) -> None:
         if self.max_concurrent < 1 or self.queue < 0 or self.max_body < 1:
             raise ValueError("max_concurrent must be >= 1, queue >= 0 and max_body >= 1")
-        if self.price_input < 0 or self.price_output < 0:
-            raise ValueError("prices must be >= 0")
+        Price.given(self.price_input, self.price_output)  # both or neither
+        if (self.price_input or 0) < 0 or (self.price_output or 0) < 0:
+            raise ValueError("--price-input and --price-output must be >= 0")
 
     def engine(self) -> Engine:
-        price = Price(self.price_input, self.price_output)
+        price = {"price_input": self.price_input, "price_output": self.price_output}
         if self.upstream is None:
-            return create_engine("llamacpp", price=price)
+            return create_engine("llamacpp", **price)
         key = os.environ.get(self.upstream_key_env) if self.upstream_key_env else None
         if self.upstream_key_env and not key:
             raise ValueError(f"--upstream-key-env {self.upstream_key_env}: that variable is not set")
         return create_engine(
-            "openai", base_url=self.upstream, model=self.upstream_model, api_key=key, price=price
+            "openai", base_url=self.upstream, model=self.upstream_model, api_key=key, **price
         )
 
 
@@ -161,9 +163,12 @@ class Service:
             budget=config.defaults.budget,
             cap=config.defaults.cap,
             max_tokens=config.defaults.max_tokens,
-            priced=engine.price != Price(),
+            priced=getattr(engine, "price", None) is not None,
         )
         self.started = time.time()
+
+    def plan(self, request: ChatRequest) -> Plan:
+        return plan(request, self.engine, self.served, self.defaults)
 
     async def begin(self, plan: Plan, seed: int, trace_id: str | None = None) -> Thinking:
         thinking = await begin(
@@ -185,14 +190,14 @@ class Service:
         thinking.task.add_done_callback(forget)
         return thinking
 
-    async def stop(self, thinking: Thinking, status: str) -> None:
+    async def stop(self, thinking: Thinking, status: TraceStatus) -> None:
         """Cancel and mark, shielded: this often runs in a task that is being cancelled."""
         with anyio.CancelScope(shield=True):
             await stop(thinking, self.store, status)
             self.live.pop(thinking.trace_id, None)
 
     @property
-    def leaving_status(self) -> str:
+    def leaving_status(self) -> TraceStatus:
         return "interrupted" if self.stopping.is_set() else "cancelled"
 
     async def settle(self, thinking: Thinking, disconnected: Callable[[], Awaitable[bool]]) -> Answer:
@@ -225,7 +230,7 @@ class Service:
             await asyncio.gather(*self.runners, return_exceptions=True)
 
     def trace(self, trace_id: str, param: str = "id") -> TraceRecord:
-        trace = self.store.get_trace(trace_id) if trace_id.isalnum() else None
+        trace = self.store.get_trace(trace_id)
         if trace is None:
             raise ApiError(404, f"no trace or job {trace_id!r}", param=param, code="not_found")
         return trace

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ponder.server.thinking import SOLUTION_KINDS, Thinking, nodes_after, version
+from ponder.server.thinking import SOLUTION_KINDS, Thinking
 from ponder.store import NodeRecord, TraceStore
 
 POLL = 0.25
@@ -37,9 +37,9 @@ async def follow(
     quiet_since = time.monotonic()
     while True:
         finished = live is None or live.done
-        nodes = nodes_after(store, trace_id, after)
+        nodes = store.nodes_after(trace_id, after)
         if nodes:
-            after = max(version(n) for n in nodes)
+            after = max(n.version for n in nodes)
             quiet_since = time.monotonic()
             yield nodes
         elif time.monotonic() - quiet_since > HEARTBEAT:
@@ -95,7 +95,7 @@ def node_json(node: NodeRecord) -> dict[str, Any]:
         "id": node.id,
         "parent_id": node.parent_id,
         "seq": node.seq,
-        "version": version(node),
+        "version": node.version,
         "kind": node.kind,
         "text": node.text,
         "answer": node.answer,

@@ -1,30 +1,24 @@
-"""The server's one seam to the core: start a think as a task, follow its trace live, cancel
-it keeping what was thought, read and list traces. Everything here leans on `athink` and
-`TraceStore`; where the core does not yet offer a call (trace ids chosen by the caller,
-`nodes_after`, filtered `list_traces`, a "cancelled" status), a small stand-in lives here
-and only here, so adopting the core's version is a local change."""
+"""The server's one seam to the core: start a think as a task under a trace id chosen up
+front (a job's id), follow its trace live, stop it keeping what was thought, pick the best
+answer a trace holds so far. Everything here leans on `athink` and the trace store."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from ponder.budget import Budget, Meter
 from ponder.engines.base import Engine
 from ponder.problem import Problem
-from ponder.store import NodeRecord, TraceRecord, TraceStore
-from ponder.strategies import Strategy, StrategyError, parse_strategy
+from ponder.store import NodeRecord, TraceStore
+from ponder.strategies import Strategy
 from ponder.think import Answer, Usage, athink
-from ponder.trace import new_id
+from ponder.trace import TraceStatus, new_id
 from ponder.vote import tally
 
-# athink takes a trace id chosen by the caller (a job id known before its think starts)
-IDS_UP_FRONT = "trace_id" in inspect.signature(athink).parameters
 SOLUTION_KINDS = ("sample", "step", "revision")
 
 
@@ -64,22 +58,6 @@ class Thinking:
         return self.task.done()
 
 
-def strategy_from(spec: str | dict[str, Any]) -> Strategy:
-    """A strategy from a spec string or a JSON object {"name": ..., params...}."""
-    if isinstance(spec, dict):
-        try:
-            return parse_strategy(spec)  # type: ignore[arg-type]  # the core's JSON specs, once they land
-        except (StrategyError, TypeError, AttributeError):
-            params = {k: v for k, v in spec.items() if k != "name"}
-            if not isinstance(spec.get("name"), str) or any(
-                isinstance(v, dict | list) for v in params.values()
-            ):
-                raise StrategyError('a strategy object needs "name" and simple parameters') from None
-            text = ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in params.items())
-            return parse_strategy(spec["name"] + (":" + text if text else ""))
-    return parse_strategy(spec)
-
-
 async def begin(
     problem: Problem,
     *,
@@ -91,7 +69,8 @@ async def begin(
     max_tokens: int,
     trace_id: str | None = None,
 ) -> Thinking:
-    """Start `athink` as a task and return once its trace exists (so its id is known)."""
+    """Start `athink` as a task and return once its trace exists (or raise why it could not
+    begin: a bad budget, a strategy that needs what the engine lacks)."""
     pulse = Pulse()
     meter = Meter(budget)
     known: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -101,9 +80,6 @@ async def begin(
             known.set_result(node.trace_id)
         pulse.beat()
 
-    options: dict[str, Any] = {}
-    if IDS_UP_FRONT:
-        options["trace_id"] = trace_id or new_id()
     task = asyncio.create_task(
         athink(
             problem,
@@ -114,7 +90,7 @@ async def begin(
             meter=meter,
             seed=seed,
             max_tokens=max_tokens,
-            **options,
+            trace_id=trace_id or new_id(),
         )
     )
     task.add_done_callback(lambda _: pulse.beat())
@@ -125,15 +101,17 @@ async def begin(
     return Thinking(known.result(), task, meter, pulse, strategy.spec())
 
 
-async def stop(thinking: Thinking, store: TraceStore, status: str) -> None:
-    """Cancel a think and record `status` ("cancelled" by a client, "interrupted" by a
-    shutdown); every node already written stays in the trace."""
+async def stop(thinking: Thinking, store: TraceStore, status: TraceStatus) -> None:
+    """Cancel a think (the core marks it "cancelled", every node already written stays);
+    a shutdown then records "interrupted" instead."""
     if thinking.done:
         return
     thinking.ended = status
     thinking.task.cancel()
     with contextlib.suppress(BaseException):
         await thinking.task
+    if status == "cancelled":
+        return
     usage = Usage.from_meter(thinking.meter, 0)
     store.finish_trace(
         thinking.trace_id,
@@ -143,42 +121,6 @@ async def stop(thinking: Thinking, store: TraceStore, status: str) -> None:
         usage=dataclasses.asdict(usage),
         finished_at=time.time(),
     )
-
-
-def version(node: NodeRecord) -> int:
-    """A node's position in the trace's change log (the core's `version` once it has one)."""
-    return int(getattr(node, "version", node.seq + 1))
-
-
-def nodes_after(store: TraceStore, trace_id: str, after: int) -> list[NodeRecord]:
-    """Nodes inserted or updated after version `after`, oldest change first."""
-    if hasattr(store, "nodes_after"):
-        return list(store.nodes_after(trace_id, after))
-    trace = store.get_trace(trace_id)
-    return [n for n in trace.nodes if version(n) > after] if trace else []
-
-
-def list_traces(
-    store: TraceStore,
-    *,
-    limit: int,
-    offset: int,
-    status: str | None,
-    strategy: str | None,
-    text: str | None,
-) -> list[TraceRecord]:
-    filters = {"status": status, "strategy": strategy, "text": text}
-    if "offset" in inspect.signature(store.list_traces).parameters:
-        return store.list_traces(limit, offset, **filters)  # type: ignore[call-arg]
-    rows = store.list_traces(limit + offset if not any(filters.values()) else 100_000)
-    rows = [
-        t
-        for t in rows
-        if (status is None or t.status == status)
-        and (strategy is None or t.strategy.startswith(strategy))
-        and (text is None or text.lower() in t.question.lower())
-    ]
-    return rows[offset : offset + limit]
 
 
 @dataclass(frozen=True)
