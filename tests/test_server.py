@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -21,7 +24,7 @@ import pytest
 
 from fakes import ScriptedEngine
 from ponder.budget import Meter
-from ponder.engines.base import Completion, GenerationRequest, OnCompletion, OnDelta, Price
+from ponder.engines.base import Completion, GenerationRequest, OnCompletion, OnDelta
 from ponder.server.run import PonderServer, server
 from ponder.server.service import ServerConfig
 from servers import free_port
@@ -64,29 +67,24 @@ def running(tmp_path: Path, engine: Any = None, **config: Any) -> Iterator[Runni
         thread.join(60)
 
 
-class PacedEngine:
-    """Writes `texts` in turn, one sample at a time; before each sample after the first it
+class PacedEngine(ScriptedEngine):
+    """The scripted engine one sample at a time: before each sample after the first it
     waits for the test to `release()` it, so the test decides when thoughts happen."""
 
     model = "paced"
-    price = Price(1.0, 2.0)
-    chat = True
 
-    def __init__(self, texts: Sequence[str], *, paced: bool = True) -> None:
-        self.texts = list(texts)
-        self.paced = paced
-        self.count = 0
+    def __init__(self, texts: Sequence[str]) -> None:
+        super().__init__(texts)
         self.produced: list[float] = []  # when each sample was written (monotonic)
         self._turns = threading.Semaphore(0)
-        self.calls: list[GenerationRequest] = []
+
+    @property
+    def count(self) -> int:
+        return self._count
 
     def release(self, n: int = 1) -> None:
         for _ in range(n):
             self._turns.release()
-
-    async def _turn(self) -> None:
-        while not self._turns.acquire(blocking=False):
-            await asyncio.sleep(0.01)
 
     async def generate(
         self,
@@ -95,30 +93,17 @@ class PacedEngine:
         on_completion: OnCompletion | None = None,
         on_delta: OnDelta | None = None,
     ) -> list[list[Completion]]:
-        out: list[list[Completion]] = []
+        out: list[list[Completion]] = [[] for _ in requests]
         for r, req in enumerate(requests):
-            self.calls.append(req)
-            if meter is not None:
-                meter.charge(prompt_tokens=10, usd=self.price.cost(10, 0))
-            group = []
             for i in range(req.n):
-                if self.paced and self.count > 0:
-                    await self._turn()
-                text = self.texts[self.count % len(self.texts)]
-                self.count += 1
-                tokens = len(text.split())
-                if meter is not None:
-                    meter.charge(completion_tokens=tokens, usd=self.price.cost(0, tokens))
-                completion = Completion(text, "stop", 10, tokens)
+                while self._count > 0 and not self._turns.acquire(blocking=False):
+                    await asyncio.sleep(0.01)
+                [[done]] = await super().generate([dataclasses.replace(req, n=1)], meter)
                 self.produced.append(time.monotonic())
                 if on_completion is not None:
-                    on_completion(r, i, completion)
-                group.append(completion)
-            out.append(group)
+                    on_completion(r, i, done)
+                out[r].append(done)
         return out
-
-    async def aclose(self) -> None:
-        return None
 
 
 AUTH = {"Authorization": "Bearer k"}
@@ -538,3 +523,39 @@ def test_past_the_cap_and_queue_429_with_retry_after(tmp_path: Path) -> None:
     assert busy.value.body["code"] == "server_busy"  # type: ignore[index]
     assert job.status_code == 429 and "retry-after" in job.headers
     assert after.choices[0].message.content
+
+
+def test_non_streamed_client_that_leaves_cancels_its_think(tmp_path: Path) -> None:
+    engine = PacedEngine(["thinking. Answer: 2"])
+    body = {"model": "self-consistency:n=4/ponder", "messages": ask()}
+    with running(tmp_path, engine) as srv:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(srv.base_url + "/v1/chat/completions", json=body, headers=AUTH, timeout=1.0)
+        end = time.monotonic() + 30
+        while srv.service.live and time.monotonic() < end:
+            time.sleep(0.05)
+        traces = srv.get("/v1/ponder/traces").json()["data"]
+    assert [t["status"] for t in traces] == ["cancelled"] and engine.count == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "0"], "--port must be between 1 and 65535"),
+        (["--price-input", "1"], "give both price_input and price_output"),
+        (["--upstream-model", "x"], "need --upstream URL"),
+        (["--max-concurrent", "0"], "max_concurrent must be >= 1"),
+        (["--log-level", "loud"], "--log-level must be"),
+    ],
+)
+def test_serve_bad_flags_one_line_exit_2(args: list[str], message: str) -> None:
+    src = str(Path(__file__).parent.parent / "src")
+    done = subprocess.run(
+        [sys.executable, "-m", "ponder", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 2 and message in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

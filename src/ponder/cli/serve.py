@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ponder.cli.app import app
 from ponder.cli.errors import fail
 from ponder.settings import settings
+
+if TYPE_CHECKING:
+    from ponder.server.service import ServerConfig
 
 
 @app.command()
@@ -60,7 +64,6 @@ def serve(
     """Serve ponder over the OpenAI API: point any client's base_url at http://HOST:PORT/v1."""
     try:
         from ponder.server.run import server
-        from ponder.server.service import ServerConfig
     except ImportError as exc:
         fail(f"the server needs its extra: pip install 'ponder[server]' ({exc.name} is missing)")
     if not 0 < port < 65536:
@@ -73,6 +76,8 @@ def serve(
         if price_input is None and price_output is None:
             env = settings()
             price_input, price_output = env.price_input, env.price_output
+        from ponder.server.service import ServerConfig
+
         config = ServerConfig(
             store=store,
             upstream=upstream,
@@ -88,8 +93,29 @@ def serve(
         )
     except ValueError as exc:
         fail(str(exc))
+    if upstream is not None:
+        _check_upstream(config)
     logging.basicConfig(level=log_level.upper(), format="%(message)s", stream=sys.stderr)
     try:
         server(config, host, port, log_level=log_level.lower()).run()
     except (OSError, ValueError, RuntimeError) as exc:
         fail(f"the server stopped: {exc}", code=1)
+
+
+def _check_upstream(config: ServerConfig) -> None:
+    """Ask the upstream for its model before serving, so a wrong URL or key is one line now
+    rather than a failed start-up later."""
+    from ponder.engines.base import EngineError
+
+    async def check() -> str:
+        engine = config.engine()
+        try:
+            return await engine.ensure_model()  # type: ignore[attr-defined]
+        finally:
+            await engine.aclose()
+
+    try:
+        model = asyncio.run(check())
+    except (EngineError, ValueError) as exc:
+        fail(f"cannot use the upstream {config.upstream}: {exc}", code=1)
+    print(f"upstream {config.upstream}: model {model}", file=sys.stderr)

@@ -109,6 +109,12 @@ def _errors(app: FastAPI) -> None:
     async def engine_error(_: Request, exc: EngineError) -> JSONResponse:
         return JSONResponse(error_body(f"the model failed: {exc}", kind="upstream_error"), status_code=502)
 
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        message = f"internal error: {type(exc).__name__}: {str(exc)[:300]}"
+        return JSONResponse(error_body(message, kind="server_error"), status_code=500)
+
     @app.exception_handler(StoreError)
     async def store_error(_: Request, exc: StoreError) -> JSONResponse:
         return JSONResponse(error_body(str(exc), kind="server_error"), status_code=500)
