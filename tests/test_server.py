@@ -170,7 +170,7 @@ def test_strategy_in_the_model_name(tmp_path: Path) -> None:
         and reply.model == "self-consistency:n=2/ponder"
     )
     assert engine.calls[0].n == 2
-    assert ponder_of(served)["strategy"] == "best-of-n:n=2" and served.model == "scripted"
+    assert ponder_of(served)["strategy"] == "best-of-n:n=2" and served.model == "best-of-n:n=2/scripted"
     assert {"scripted", "ponder", "self-consistency/ponder", "deepconf/ponder"} <= set(names)
 
 

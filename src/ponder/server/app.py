@@ -5,6 +5,7 @@ and traces under `/v1/ponder/`. Handlers stay thin: parse (wire), decide (plan),
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from ponder.engines.base import Engine, EngineError
-from ponder.server.guards import Guard
+from ponder.server.guards import Busy, Guard
 from ponder.server.jobs import Jobs
 from ponder.server.plan import ALIAS, Plan
 from ponder.server.service import ClientGone, Outcome, ServerConfig, Service, completion
@@ -226,7 +227,12 @@ async def _chat_stream(
     asked, `[DONE]`. A client that leaves cancels the think; an error ends the stream
     with an OpenAI-style error event."""
     cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), chosen.model
-    async with service.gate.slot():
+    async with contextlib.AsyncExitStack() as slot:
+        try:
+            await slot.enter_async_context(service.gate.slot())
+        except Busy as busy:  # the queue filled since the handler's check
+            yield sse(busy.body())
+            return
         try:
             thinking = await service.begin(chosen, chosen.seed)
         except (EngineError, StoreError) as exc:

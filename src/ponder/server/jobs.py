@@ -53,6 +53,8 @@ class Jobs:
         task.add_done_callback(service.runners.discard)
         service.queued[job_id] = task
         await asyncio.wait([started], timeout=0.5)  # a free slot is taken at once: say "running"
+        if started.done() and started.exception() is not None:
+            raise started.exception()  # type: ignore[misc]  # could not begin (the queue filled)
         return self.view(job_id)
 
     def view(self, job_id: str) -> dict[str, Any]:

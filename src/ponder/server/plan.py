@@ -47,7 +47,7 @@ class Plan:
     seed: int
     n: int
     stop: list[str]
-    model: str  # echoed back as the response's model
+    model: str  # the requested name, echoed back as the response's model
 
     @property
     def spec(self) -> str:
@@ -94,7 +94,7 @@ def plan(request: ChatRequest, engine: Engine, served: str, defaults: Defaults) 
         problem = Problem.from_messages(request.messages, format=(extra.format if extra else None) or "auto")
     except ProblemError as exc:
         raise ApiError(400, f"messages: {exc}", param="messages") from None
-    named, model = split_model(request.model, served)
+    named, _ = split_model(request.model, served)
     effort = EFFORT.get(request.reasoning_effort or "")
     spec = (extra.strategy if extra else None) or named or (effort[0] if effort else defaults.strategy)
     if not isinstance(spec, str | dict):
@@ -115,7 +115,7 @@ def plan(request: ChatRequest, engine: Engine, served: str, defaults: Defaults) 
         seed=request.seed if request.seed is not None else 0,
         n=request.n,
         stop=request.stops(),
-        model=model if model != ALIAS else request.model,
+        model=request.model,
     )
 
 

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ponder.budget import Budget, Meter
 from ponder.engines.base import Engine
@@ -49,9 +49,7 @@ class Thinking:
     task: asyncio.Task[Answer]
     meter: Meter
     pulse: Pulse
-    strategy: str
     ended: str | None = None  # the status this server gave it when it stopped it
-    started: float = field(default_factory=time.time)
 
     @property
     def done(self) -> bool:
@@ -98,7 +96,7 @@ async def begin(
     if not known.done():
         task.result()  # athink failed before its trace began: raise why
         raise RuntimeError("the think ended without a trace")
-    return Thinking(known.result(), task, meter, pulse, strategy.spec())
+    return Thinking(known.result(), task, meter, pulse)
 
 
 async def stop(thinking: Thinking, store: TraceStore, status: TraceStatus) -> None:
