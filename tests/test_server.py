@@ -165,6 +165,7 @@ def test_strategy_in_the_model_name(tmp_path: Path) -> None:
         reply = client.chat.completions.create(model="self-consistency:n=2/ponder", messages=ask())
         served = client.chat.completions.create(model="best-of-n:n=2/scripted", messages=ask())
         names = [m.id for m in client.models.list().data]
+        schemas = {s["name"]: s["schema"] for s in srv.get("/v1/ponder/strategies").json()["data"]}
     assert (
         ponder_of(reply)["strategy"] == "self-consistency:n=2"
         and reply.model == "self-consistency:n=2/ponder"
@@ -172,6 +173,9 @@ def test_strategy_in_the_model_name(tmp_path: Path) -> None:
     assert engine.calls[0].n == 2
     assert ponder_of(served)["strategy"] == "best-of-n:n=2" and served.model == "best-of-n:n=2/scripted"
     assert {"scripted", "ponder", "self-consistency/ponder", "deepconf/ponder"} <= set(names)
+    assert "n" in schemas["self-consistency"]["properties"] and set(schemas) == {
+        n.split("/")[0] for n in names[2:]
+    }
 
 
 def test_reasoning_effort_maps_to_a_strategy_and_budget(tmp_path: Path) -> None:

@@ -142,6 +142,15 @@ def _routes(app: FastAPI) -> None:
             "data": [{"id": n, "object": "model", "created": created, "owned_by": "ponder"} for n in names],
         }
 
+    @app.get("/v1/ponder/strategies")
+    async def strategies() -> dict[str, Any]:
+        """What `ponder.strategy` accepts: each strategy's summary and JSON Schema."""
+        data = [
+            {"name": name, "summary": cls.summary, "schema": cls.json_schema()}
+            for name, cls in sorted(REGISTRY.items())
+        ]
+        return {"object": "list", "data": data}
+
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Any:
         service = _service(request)
