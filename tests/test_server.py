@@ -563,3 +563,27 @@ def test_serve_bad_flags_one_line_exit_2(args: list[str], message: str) -> None:
     )
     assert done.returncode == 2 and message in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_shutdown_finishes_a_stream_within_grace_and_marks_one_it_cuts(tmp_path: Path) -> None:
+    engine = PacedEngine(["a. Answer: 1", "b. Answer: 1"])
+    with running(tmp_path, engine, grace=30) as srv:
+        stream = srv.client().chat.completions.create(
+            model="self-consistency:n=2/ponder", messages=ask(), stream=True
+        )
+        next(iter(stream))
+        srv.srv.stop()  # a shutdown begins mid-think...
+        engine.release(1)  # ...and the think finishes within the grace period
+        finished = "".join(p.choices[0].delta.content or "" for p in stream if p.choices)
+    assert "Answer: 1" in finished
+
+    engine = PacedEngine(["c. Answer: 2"])
+    with running(tmp_path, engine, grace=1) as srv:
+        stream = srv.client().chat.completions.create(
+            model="self-consistency:n=2/ponder", messages=ask(), stream=True
+        )
+        next(iter(stream))
+        trace_id = srv.get("/v1/ponder/traces", params={"status": "running"}).json()["data"][0]["id"]
+    with running(tmp_path, engine) as again:
+        cut = again.get(f"/v1/ponder/traces/{trace_id}").json()
+    assert cut["status"] == "interrupted" and [n["kind"] for n in cut["nodes"]] == ["root", "sample"]
