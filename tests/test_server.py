@@ -455,6 +455,9 @@ def test_auth_required_and_constant_time_compared(tmp_path: Path) -> None:
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"reasoning_effort": "extreme"}, "reasoning_effort"),
+        ({"seed": -1}, "seed"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"n": 9}, "n"),
     ],
 )
 def test_bad_requests_get_a_400_naming_the_field(tmp_path: Path, body: dict[str, Any], param: str) -> None:

@@ -100,7 +100,7 @@ class ChatRequest(BaseModel):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0, allow_inf_nan=False)
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1, le=8)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**31)  # n choices use seed..seed+n-1
     reasoning_effort: Effort | None = None
     response_format: dict[str, Any] | None = None
     ponder: PonderIn | None = None
