@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ponder.budget import Budget
+from ponder.budget import Budget, BudgetError
 from ponder.datasets import Dataset
 from ponder.engines.base import Engine
 from ponder.metrics import summarize
@@ -265,6 +265,8 @@ async def run_bench(
         async with gate:
             try:
                 row = await think_and_grade(run, problem, by_spec[spec], engine, store)
+            except BudgetError:
+                raise  # bad input (a dollar budget with no price): every problem would fail alike
             except Exception as exc:  # one failing problem must not sink the run; rerun retries it
                 errors.append(f"{problem.id} × {spec}: {type(exc).__name__}: {exc}")
                 return
