@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 
 from servers import LlamaCppServer, free_port
@@ -88,6 +89,16 @@ def test_real_model_sees_system_prompt_and_history(embedded: Running) -> None:
         "I will remember 4.",
     ]
     assert trace["question"] == "What is that number plus 1?" and reply.choices[0].message.content
+
+
+def test_a_prompt_longer_than_the_context_is_a_400(embedded: Running) -> None:
+    client = embedded.client()
+    with pytest.raises(openai.BadRequestError) as plain:
+        client.chat.completions.create(model="direct/ponder", messages=ask("word " * 9000))
+    with pytest.raises(openai.APIError) as streamed:
+        list(client.chat.completions.create(model="direct/ponder", messages=ask("word " * 9000), stream=True))
+    assert plain.value.code == "context_length_exceeded" and "context 8192" in plain.value.message
+    assert "context 8192" in streamed.value.message
 
 
 def test_in_front_of_an_upstream_that_ignores_n(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from ponder.server.jobs import Jobs
 from ponder.server.plan import ALIAS, Plan
 from ponder.server.service import ClientGone, Outcome, ServerConfig, Service, completion
 from ponder.server.streaming import Narrator, follow
+from ponder.server.thinking import failure
 from ponder.server.wire import ApiError, chunk, error_body, parse_chat, sse, usage_body
 from ponder.store import StoreError, TraceStore
 from ponder.strategies import REGISTRY
@@ -223,9 +224,13 @@ def _routes(app: FastAPI) -> None:
 async def _answer(service: Service, chosen: Plan, seed: int, request: Request) -> Outcome:
     thinking = await service.begin(chosen, seed)
     try:
-        return Outcome.of(await service.settle(thinking, request.is_disconnected))
+        answer = await service.settle(thinking, request.is_disconnected)
     except ClientGone:
         raise ApiError(499, "the client closed the request; its think was cancelled") from None
+    error = failure(service.store, answer, service.engine)
+    if error is not None:
+        raise error
+    return Outcome.of(answer)
 
 
 async def _chat_stream(
@@ -261,7 +266,12 @@ async def _chat_stream(
                     yield b": keep-alive\n\n"
             if not thinking.done:  # the client left
                 return
-            outcome = Outcome.of(thinking.task.result())
+            answer = thinking.task.result()
+            error = failure(service.store, answer, service.engine)
+            if error is not None:
+                yield sse(error.body())
+                return
+            outcome = Outcome.of(answer)
         except (EngineError, StoreError) as exc:
             yield sse(error_body(f"the model failed: {exc}", kind="upstream_error"))
             return

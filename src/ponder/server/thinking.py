@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ponder.budget import Budget, Meter
 from ponder.engines.base import Engine
 from ponder.problem import Problem
+from ponder.server.wire import ApiError
 from ponder.store import NodeRecord, TraceStore
 from ponder.strategies import Strategy
 from ponder.think import Answer, Usage, athink
@@ -142,3 +143,23 @@ def best_so_far(nodes: list[NodeRecord]) -> Best:
         return Best(None, None)
     chosen = next(n for n in solved if n.answer == votes.winner)
     return Best(votes.winner, chosen.text, int(votes.totals[votes.winner]), len(solved))
+
+
+def failure(store: TraceStore, answer: Answer, engine: Engine) -> ApiError | None:
+    """Why a think that answered nothing failed, when every sample it drew failed in the
+    engine (a prompt longer than the context, an upstream error): the client gets an error,
+    not an empty answer with a 200."""
+    if answer.response.strip():
+        return None
+    trace = store.get_trace(answer.trace_id)
+    drawn = [n for n in trace.nodes if n.kind in SOLUTION_KINDS] if trace else []
+    if not drawn or any(n.meta.get("finish_reason") != "error" for n in drawn):
+        return None
+    reason = next((str(n.meta["error"]) for n in drawn if n.meta.get("error")), "")
+    context = getattr(engine, "n_ctx", None)
+    longest = max(n.prompt_tokens for n in drawn)
+    if "context" in reason or (isinstance(context, int) and longest >= context):
+        message = reason or f"the prompt is {longest} tokens, the model's context {context}"
+        return ApiError(400, f"messages: {message}", param="messages", code="context_length_exceeded")
+    message = f"the model failed on every sample: {reason or 'see the trace ' + answer.trace_id}"
+    return ApiError(502, message, kind="upstream_error")
