@@ -553,6 +553,9 @@ def test_non_streamed_client_that_leaves_cancels_its_think(tmp_path: Path) -> No
         (["--upstream-model", "x"], "need --upstream URL"),
         (["--max-concurrent", "0"], "max_concurrent must be >= 1"),
         (["--log-level", "loud"], "--log-level must be"),
+        (["--strategy", "nope"], "unknown strategy 'nope'"),
+        (["--budget", "3 parsecs"], "unknown budget unit in '3 parsecs'"),
+        (["--max-seconds", "-1"], "budget seconds must be positive"),
     ],
 )
 def test_serve_bad_flags_one_line_exit_2(args: list[str], message: str) -> None:

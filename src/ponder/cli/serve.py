@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ponder.budget import Budget
 from ponder.cli.app import app
 from ponder.cli.errors import fail
 from ponder.settings import settings
+from ponder.strategies import parse_strategy
 
 if TYPE_CHECKING:
     from ponder.server.service import ServerConfig
@@ -58,6 +60,13 @@ def serve(
         float | None,
         typer.Option(help="Dollars per million completion tokens (or $PONDER_PRICE_OUTPUT)."),
     ] = None,
+    strategy: Annotated[
+        str, typer.Option(help="Strategy for requests that choose none (see the README's server section).")
+    ] = "self-consistency",
+    budget: Annotated[
+        str, typer.Option(help="Budget for requests that give none, e.g. '60s,8000tok'.")
+    ] = "60s",
+    max_seconds: Annotated[float, typer.Option(help="Longest think any request may ask for.")] = 600.0,
     grace: Annotated[float, typer.Option(help="Seconds a shutdown waits for in-flight thinks.")] = 10.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
@@ -76,8 +85,11 @@ def serve(
         if price_input is None and price_output is None:
             env = settings()
             price_input, price_output = env.price_input, env.price_output
+        from ponder.server.plan import Defaults
         from ponder.server.service import ServerConfig
 
+        parse_strategy(strategy)
+        defaults = Defaults(strategy=strategy, budget=Budget.parse(budget), cap=Budget(seconds=max_seconds))
         config = ServerConfig(
             store=store,
             upstream=upstream,
@@ -90,6 +102,7 @@ def serve(
             price_input=price_input,
             price_output=price_output,
             grace=grace,
+            defaults=defaults,
         )
     except ValueError as exc:
         fail(str(exc))
