@@ -27,6 +27,8 @@ from ponder.budget import Meter
 from ponder.engines.base import Completion, GenerationRequest, OnCompletion, OnDelta
 from ponder.server.run import PonderServer, server
 from ponder.server.service import ServerConfig
+from ponder.server.streaming import Narrator, follow
+from ponder.store import NodeRecord, TraceStore
 from servers import free_port
 
 
@@ -593,3 +595,22 @@ def test_shutdown_finishes_a_stream_within_grace_and_marks_one_it_cuts(tmp_path:
     with running(tmp_path, engine) as again:
         cut = again.get(f"/v1/ponder/traces/{trace_id}").json()
     assert cut["status"] == "interrupted" and [n["kind"] for n in cut["nodes"]] == ["root", "sample"]
+
+
+async def test_a_growing_node_streams_only_what_it_added(tmp_path: Path) -> None:
+    """Ready for partial text: when the core rewrites a sample as its tokens arrive, a
+    stream says each new piece once, then the answer it reached."""
+    store = TraceStore(tmp_path / "t.sqlite")
+    store.begin_trace("t1", question="q", strategy="direct", model="m", budget={}, created_at=time.time())
+    node = NodeRecord("n1", "t1", None, 1, "sample", "Hel", None, None, 5, 1, 0.0, {"index": 0}, time.time())
+    store.add_node(node)
+    narrator, said, after = Narrator(), [], 0
+    for text, answer in (("Hel", None), ("Hello wor", None), ("Hello world. Answer: 42", "42")):
+        node.text, node.answer = text, answer
+        if text != "Hel":
+            store.update_node(node)
+        async for nodes in follow(store, "t1", None, after=after):
+            after = max(n.version for n in nodes)
+            said.append(narrator.say(nodes))
+    assert said == ["\n[sample 1]\nHel", "lo wor", "ld. Answer: 42\n=> 42\n"]
+    assert "".join(said).count("Hel") == 1
