@@ -9,8 +9,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -30,6 +28,7 @@ from ponder.server.service import ServerConfig
 from ponder.server.streaming import Narrator, follow
 from ponder.store import NodeRecord, TraceStore
 from servers import free_port
+from test_cli import ponder
 
 
 @dataclass
@@ -560,15 +559,8 @@ def test_non_streamed_client_that_leaves_cancels_its_think(tmp_path: Path) -> No
         (["--max-seconds", "-1"], "budget seconds must be positive"),
     ],
 )
-def test_serve_bad_flags_one_line_exit_2(args: list[str], message: str) -> None:
-    src = str(Path(__file__).parent.parent / "src")
-    done = subprocess.run(
-        [sys.executable, "-m", "ponder", "serve", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"},
-    )
+def test_serve_bad_flags_one_line_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    done = ponder("serve", *args, home=tmp_path, timeout=60)
     assert done.returncode == 2 and message in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
