@@ -16,6 +16,7 @@ from ponder.cli.app import app
 from ponder.cli.errors import fail
 from ponder.settings import settings
 from ponder.strategies import parse_strategy
+from ponder.strategies.base import DEFAULT_STRATEGY
 
 if TYPE_CHECKING:
     from ponder.server.service import ServerConfig
@@ -62,7 +63,7 @@ def serve(
     ] = None,
     strategy: Annotated[
         str, typer.Option(help="Strategy for requests that choose none (see the README's server section).")
-    ] = "self-consistency",
+    ] = DEFAULT_STRATEGY,
     budget: Annotated[
         str, typer.Option(help="Budget for requests that give none, e.g. '60s,8000tok'.")
     ] = "60s",

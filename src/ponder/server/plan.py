@@ -25,6 +25,7 @@ from ponder.engines.base import Engine
 from ponder.problem import Problem, ProblemError
 from ponder.server.wire import ApiError, BudgetIn, ChatRequest, validation_error
 from ponder.strategies import REGISTRY, Strategy, StrategyError, parse_strategy
+from ponder.strategies.base import DEFAULT_STRATEGY
 
 # reasoning_effort -> (strategy, budget). Cheap to dear: one greedy answer; a small vote; an
 # adaptive vote that stops when the answer is settled; the same allowed to go twice as far.
@@ -58,7 +59,7 @@ class Plan:
 class Defaults:
     """What the server does when the request does not say."""
 
-    strategy: str = "self-consistency"
+    strategy: str = DEFAULT_STRATEGY
     budget: Budget = field(default_factory=lambda: Budget(seconds=60))
     cap: Budget = field(default_factory=lambda: Budget(seconds=600))
     max_tokens: int = 512
