@@ -1,0 +1,275 @@
+"""The viewer in a real browser: `ponder ui` started on a free loopback port over a real
+SQLite file, driven by Playwright with Debian's Chromium (headless, no browser download).
+Screenshots go to a tmp dir (and to $PONDER_UI_SCREENSHOTS when set, for the docs)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
+
+from ponder.store import TraceStore
+from ponder.usage import spend
+from ui_traces import XSS, Writer, refine_trace, vote_trace
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+ARGS += ["--no-first-run"]
+PAYLOAD = '<script>window.__pwned = 1</script> then <img src=x onerror="window.__pwned = 2"> end'
+
+
+@dataclass
+class Viewer:
+    url: str
+    path: Path
+    store: TraceStore  # the test's writer into the viewer's store
+    shots: Path
+    ids: dict[str, str] = field(default_factory=dict)
+
+    def shot(self, page: Page, name: str) -> Path:
+        target = self.shots / f"{name}.png"
+        page.screenshot(path=str(target), full_page=True)
+        assert target.stat().st_size > 10_000  # a blank page compresses to much less
+        docs = os.environ.get("PONDER_UI_SCREENSHOTS")
+        if docs:
+            Path(docs).mkdir(parents=True, exist_ok=True)
+            shutil.copy(target, Path(docs) / target.name)
+        return target
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
+    root = tmp_path_factory.mktemp("viewer")
+    path = root / "traces.sqlite"
+    store = TraceStore(path)
+    old = time.time() - 3600
+    for i in range(60):
+        vote_trace(store, f"filler question {i}", [str(i)], created_at=old + i)
+    ids = {
+        "vote": vote_trace(store, "What is 6 * 7?", ["42", "41", "42"], gold="42", greedy=1).id,
+        "refine": refine_trace(store).id,
+        "xss": vote_trace(store, PAYLOAD, [XSS[:20], "2"], texts=[PAYLOAD, XSS]).id,
+    }
+    port = _free_port()
+    env = {**os.environ, "PONDER_HOME": str(root / "home")}
+    command = [sys.executable, "-m", "ponder", "ui", "--store", str(path), "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(server, url)
+        yield Viewer(url, path, store, tmp_path_factory.mktemp("screens"), ids)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        store.close()
+
+
+def _wait_until_up(server: subprocess.Popen[str], url: str) -> None:
+    for _ in range(300):
+        if server.poll() is not None:
+            raise AssertionError(f"ponder ui exited: {server.stdout.read() if server.stdout else ''}")
+        try:
+            if httpx.get(url + "/", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("ponder ui did not answer within 30 s")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh page that fails the test on a script error or any dialog."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    problems: list[str] = []
+    opened.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+
+    def on_dialog(dialog: Dialog) -> None:
+        problems.append(f"dialog: {dialog.message}")
+        dialog.dismiss()
+
+    opened.on("dialog", on_dialog)
+    yield opened
+    context.close()
+    assert problems == []
+
+
+def test_list_filter_open_expand_tally_chart(viewer: Viewer, page: Page) -> None:
+    page.goto(viewer.url + "/")
+    expect(page.locator("#count")).to_contain_text("1–50 of 63 traces · page 1 of 2")
+    expect(page.locator("tr.trace-row")).to_have_count(50)
+    viewer.shot(page, "list")
+
+    page.fill("#f-text", "6 * 7")
+    page.click("#f-go")
+    expect(page.locator("tr.trace-row")).to_have_count(1)
+    row = page.locator("tr.trace-row")
+    expect(row).to_contain_text("✓ correct")
+    expect(row).to_contain_text("20 / 23 / 10")  # prompt / reasoning / answer tokens
+    row.locator("a.question").click()
+
+    expect(page.locator("#question")).to_have_text("What is 6 * 7?")
+    tally = page.locator("tr.tally-row")
+    expect(tally).to_have_count(2)
+    expect(tally.first).to_contain_text("42")
+    expect(tally.first.locator("td.num")).to_have_text("2")
+    expect(page.locator("svg.burn path.tokens")).to_have_count(1)
+    steps = page.locator("svg.burn path.tokens").get_attribute("d") or ""
+    assert steps.count("V") == 3  # one step down per sample
+    expect(page.locator("#chart .legend")).to_contain_text("33 of 2,000 generated")
+
+    sample = page.locator("details.node[data-kind=sample]").nth(1)
+    expect(sample.locator(".tag")).to_have_text("greedy")
+    text = sample.locator("pre.text")
+    expect(text).to_be_hidden()
+    sample.locator("summary").first.click()
+    expect(text).to_be_visible()
+    expect(text).to_have_text("Let me think step 1. The answer is 41.")
+    sample.locator("details.prompt summary").click()
+    expect(sample.locator("details.prompt pre")).to_contain_text("[user]\nWhat is 6 * 7?")
+
+    page.select_option("#cmp-b", index=2)
+    sides = page.locator(".sides pre")
+    expect(sides.nth(0)).to_have_text("Let me think step 0. The answer is 42.")
+    expect(sides.nth(1)).to_have_text("Let me think step 2. The answer is 42.")
+    viewer.shot(page, "trace")
+
+
+def test_filter_by_strategy_and_status_and_page(viewer: Viewer, page: Page) -> None:
+    page.goto(viewer.url + "/")
+    page.select_option("#f-strategy", "refine")
+    expect(page.locator("#count")).to_contain_text("of 1 traces")
+    expect(page.locator("tr.trace-row")).to_contain_text("refine")
+    page.select_option("#f-strategy", "")
+    page.select_option("#f-status", "error")
+    expect(page.locator("#empty")).to_have_text("No traces match.")
+    page.select_option("#f-status", "")
+    page.click("#next")
+    expect(page.locator("#count")).to_contain_text("51–63 of 63 traces · page 2 of 2")
+    expect(page.locator("tr.trace-row").last).to_contain_text("filler question 0")
+    assert "page=2" in page.url
+
+
+def test_refine_shows_verdict_feedback_and_decision(viewer: Viewer, page: Page) -> None:
+    page.goto(f"{viewer.url}/#/trace/{viewer.ids['refine']}")
+    page.click("#expand-all")
+    failed = page.locator("details.node[data-kind=verdict]").first
+    expect(failed.locator("summary .bad")).to_have_text("failed")
+    expect(failed.locator("pre.text")).to_have_text("the sum is wrong: 2 + 2 = 4")
+    expect(page.locator("details.node[data-kind=decision] summary")).to_contain_text("→ refine")
+    expect(page.locator("details.node[data-kind=decision] table.signals")).to_contain_text("mean_logprob")
+    expect(page.locator("#tally")).to_contain_text("No vote in this trace.")
+    expect(page.locator("#chart .legend")).to_contain_text("of 60.0 s")
+    page.click("#collapse-all")
+    expect(failed.locator("pre.text")).to_be_hidden()
+
+
+def test_script_in_a_thought_renders_as_text(viewer: Viewer, page: Page) -> None:
+    page.goto(viewer.url + "/#/?text=" + "%3Cscript%3E")
+    expect(page.locator("a.question")).to_have_text(PAYLOAD)  # shorter than the list's cut
+    page.locator("a.question").click()
+    expect(page.locator("#question")).to_have_text(PAYLOAD)
+    page.click("#expand-all")
+    expect(page.locator("details.node[data-kind=sample] pre.text").first).to_have_text(PAYLOAD)
+    expect(page.locator(".sides pre").nth(1)).to_have_text(XSS)
+    assert page.locator("img").count() == 0
+    assert page.locator("script").count() == 1  # the viewer's own app.js
+    assert page.evaluate("window.__pwned") is None
+
+
+def test_live_think_updates_the_page_without_reload(viewer: Viewer, page: Page) -> None:
+    w = Writer(viewer.store, "live question", budget={"tokens": 100, "seconds": 120.0})
+    viewer.store.add_prompt(w.id, "p", {"prompt": "Q: live question\nA:", "n": 2})
+    first = w.add("sample", "Thinking", prompt_tokens=8, prompt="p", open=True)
+    page.goto(f"{viewer.url}/#/trace/{w.id}")
+    expect(page.locator("#summary .status")).to_have_text("running")
+    expect(page.locator("details.node[data-kind=sample]")).to_have_count(1)
+    expect(page.locator("details.node[data-kind=sample] .tag.live")).to_have_text("writing…")
+    page.evaluate("window.__same_page = true")
+    page.locator("details.node[data-kind=sample] > summary").click()  # open: must stay open
+
+    w.grow(first, text="Thinking about it: 7", completion_tokens=20, seconds=1.0, meta={"prompt": "p"})
+    expect(page.locator("details.node[data-kind=sample] pre.text")).to_have_text("Thinking about it: 7")
+    expect(page.locator("details.node[data-kind=sample] .tag.live")).to_have_count(0)
+    w.add("sample", "Second thought: 7", answer="7", completion_tokens=30, seconds=1.5)
+    expect(page.locator("details.node[data-kind=sample]")).to_have_count(2)
+    expect(page.locator("#chart .legend")).to_contain_text("50 of 100 generated")
+    w.add("vote", "7: 2", answer="7", totals={"7": 2.0})
+    expect(page.locator("tr.tally-row")).to_have_count(1)
+    w.finish("7", shown=30)
+    expect(page.locator("#summary .status")).to_have_text("done")
+    expect(page.locator("details.node[data-kind=answer]")).to_have_count(1)
+    assert page.evaluate("window.__same_page") is True
+    assert page.locator("details.node[data-kind=sample]").first.evaluate("d => d.open") is True
+
+
+def test_usage_page_shows_the_store_spend(viewer: Viewer, page: Page) -> None:
+    page.goto(viewer.url + "/#/usage?since=&by=strategy")
+    total = spend(viewer.path).total
+    row = page.locator("table.usage tr.total")
+    expect(row).to_contain_text(f"{total.traces:,}")
+    expect(row).to_contain_text(f"{total.prompt_tokens:,}")
+    expect(row).to_contain_text(f"{total.reasoning_tokens:,}")
+    expect(page.locator("table.usage tbody tr")).to_have_count(3)  # self-consistency, refine, total
+    viewer.shot(page, "usage")
+    page.select_option("#u-by", "model")
+    expect(page.locator("table.usage tbody tr").first).to_contain_text("smollm2")
+
+
+@pytest.mark.model
+def test_live_think_with_the_bundled_model(viewer: Viewer, page: Page, tmp_path: Path) -> None:
+    """A real `ponder think` in another process writes to the viewer's store while the page
+    watches: its samples appear on the open page as the model finishes them."""
+    env = {**os.environ, "PONDER_HOME": str(tmp_path), "PONDER_THREADS": "1"}
+    question = "What is 17 + 25?"
+    command = [sys.executable, "-m", "ponder", "think", question, "-s", "self-consistency", "-n", "6"]
+    think = subprocess.Popen(
+        [*command, "--store", str(viewer.path)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        reader = TraceStore(viewer.path, readonly=True)
+        trace_id = None
+        for _ in range(1200):
+            found = reader.list_traces(1, text=question)
+            if found:
+                trace_id = found[0].id
+                break
+            time.sleep(0.1)
+        reader.close()
+        assert trace_id is not None, "the think never started a trace"
+        page.goto(f"{viewer.url}/#/trace/{trace_id}")
+        expect(page.locator("#question")).to_have_text(question)
+        at_load = page.locator("details.node").count()
+        page.evaluate("window.__same_page = true")
+        expect(page.locator("details.node[data-kind=answer]")).to_have_count(1, timeout=300_000)
+        expect(page.locator("#summary .status")).to_have_text("done")
+        assert page.locator("details.node").count() > at_load
+        assert page.evaluate("window.__same_page") is True
+    finally:
+        think.wait(timeout=300)
+    assert think.returncode == 0
