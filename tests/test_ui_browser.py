@@ -212,6 +212,8 @@ def test_live_think_updates_the_page_without_reload(viewer: Viewer, page: Page) 
     expect(page.locator("details.node[data-kind=sample] .tag.live")).to_have_text("writing…")
     page.evaluate("window.__same_page = true")
     page.locator("details.node[data-kind=sample] > summary").click()  # open: must stay open
+    page.locator("details.node[data-kind=sample] details.prompt > summary").click()
+    expect(page.locator("details.prompt pre")).to_contain_text("Q: live question")
 
     w.grow(first, text="Thinking about it: 7", completion_tokens=20, seconds=1.0, meta={"prompt": "p"})
     expect(page.locator("details.node[data-kind=sample] pre.text")).to_have_text("Thinking about it: 7")
@@ -226,6 +228,7 @@ def test_live_think_updates_the_page_without_reload(viewer: Viewer, page: Page) 
     expect(page.locator("details.node[data-kind=answer]")).to_have_count(1)
     assert page.evaluate("window.__same_page") is True
     assert page.locator("details.node[data-kind=sample]").first.evaluate("d => d.open") is True
+    expect(page.locator("details.prompt pre")).to_be_visible()  # still open after the node grew
 
 
 def test_usage_page_shows_the_store_spend(viewer: Viewer, page: Page) -> None:

@@ -6,6 +6,7 @@
 const PAGE = 50;
 const POLL_MS = 1000;
 const SVG = "http://www.w3.org/2000/svg";
+const WRITTEN = ["sample", "revision", "step", "critique"]; // thoughts worth comparing side by side
 let route = 0; // bumped on navigation so a stale poll stops itself
 
 function el(tag, attrs, ...children) {
@@ -116,7 +117,7 @@ async function listView(params) {
     el("span", { id: "count" }, `${num(first)}–${num(data.offset + data.rows.length)} of ${num(data.total)} traces · page ${num(page)} of ${num(pages)}`),
     el("button", { id: "next", disabled: page >= pages, onclick: () => go({ page: page + 1 }) }, "older ›"),
     el("button", { id: "last", disabled: page >= pages, onclick: () => go({ page: pages }) }, "oldest »"));
-  const head = ["date", "question", "strategy", "answer", "gold", "tokens p / r / a", "time", "cost", "status"];
+  const head = ["date", "question", "strategy", "answer", "correct", "tokens p / r / a", "time", "cost", "status"];
   const rows = data.rows.map((r) => el("tr", { class: "trace-row", "data-id": r.id },
     el("td", { class: "nowrap" }, when(r.created_at)),
     el("td", {}, el("a", { href: "#/trace/" + encodeURIComponent(r.id), class: "question" }, short(r.question, 90))),
@@ -155,13 +156,16 @@ async function traceView(id, myRoute) {
       tree),
     compare);
 
-  function refresh() {
+  // Redraw only what changed: a node's own box (so a prompt the reader opened stays open),
+  // the tally when a vote moved, the side-by-side when a written thought did.
+  function refresh(changed) {
     const sorted = [...nodes.values()].sort((a, b) => a.seq - b.seq);
-    for (const node of sorted) place(node);
+    for (const node of changed.sort((a, b) => a.seq - b.seq)) place(node);
+    for (const node of sorted) adopt(node);
     drawHeader(header, trace);
     drawChart(chart, trace, sorted);
-    drawTally(tally, sorted);
-    drawCompare(compare, sorted);
+    if (changed.some((n) => n.kind === "vote") || !tally.firstChild) drawTally(tally, sorted);
+    if (changed.some((n) => WRITTEN.includes(n.kind)) || !compare.firstChild) drawCompare(compare, sorted);
   }
 
   function place(node) {
@@ -171,15 +175,21 @@ async function traceView(id, myRoute) {
       view.box = el("details", { class: "node k-" + node.kind, "data-id": node.id, "data-kind": node.kind, open: node.kind === "root" },
         view.summary, view.body, view.children);
       views.set(node.id, view);
-      const parent = views.get(node.parent_id);
-      (parent ? parent.children : tree).append(view.box);
+      tree.append(view.box);
     }
+    const promptOpen = Boolean(view.body.querySelector("details.prompt[open]"));
     view.summary.replaceChildren(...nodeSummary(node));
     view.body.replaceChildren(...nodeBody(node, trace.prompts));
+    if (promptOpen) view.body.querySelector("details.prompt").open = true;
     view.box.classList.toggle("open-node", Boolean(node.meta && node.meta.open));
   }
 
-  refresh();
+  function adopt(node) { // under its parent once the parent is on the page
+    const view = views.get(node.id), parent = views.get(node.parent_id);
+    if (parent && view.box.parentElement !== parent.children) parent.children.append(view.box);
+  }
+
+  refresh([...nodes.values()]);
   if (trace.status !== "running") return;
   while (myRoute === route) {
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
@@ -193,7 +203,7 @@ async function traceView(id, myRoute) {
     if (myRoute !== route) return;
     for (const node of update.nodes) nodes.set(node.id, node);
     Object.assign(trace, update, { nodes: undefined });
-    refresh();
+    refresh(update.nodes);
     if (update.status !== "running") return;
   }
 }
@@ -318,7 +328,7 @@ function drawChart(box, trace, nodes) {
 }
 
 function drawCompare(box, nodes) {
-  const written = nodes.filter((n) => ["sample", "revision", "step", "critique"].includes(n.kind));
+  const written = nodes.filter((n) => WRITTEN.includes(n.kind));
   if (written.length < 2) { box.replaceChildren(); return; }
   const label = (n) => `#${n.seq} ${n.kind}${n.meta.greedy ? " (greedy)" : ""} → ${short(n.answer ?? "–", 20)}`;
   const pick = (id, chosen) => el("select", { id }, written.map((n) => el("option", { value: n.id, selected: n.id === chosen }, label(n))));
