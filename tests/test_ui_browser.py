@@ -25,6 +25,9 @@ from ui_traces import XSS, Writer, refine_trace, vote_trace
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 ARGS += ["--no-first-run"]
+STRATEGIES = ["self-consistency:n=4", "best-of-n:n=4", "refine", "auto"]
+# (i, strategy, status) of the 60 older traces under the three the tests look at
+FILLERS = [(i, STRATEGIES[i % 4], "error" if i % 10 == 7 else "done") for i in range(60)]
 PAYLOAD = '<script>window.__pwned = 1</script> then <img src=x onerror="window.__pwned = 2"> end'
 
 
@@ -36,9 +39,9 @@ class Viewer:
     shots: Path
     ids: dict[str, str] = field(default_factory=dict)
 
-    def shot(self, page: Page, name: str) -> Path:
+    def shot(self, page: Page, name: str, *, full_page: bool = True) -> Path:
         target = self.shots / f"{name}.png"
-        page.screenshot(path=str(target), full_page=True)
+        page.screenshot(path=str(target), full_page=full_page)
         assert target.stat().st_size > 10_000  # a blank page compresses to much less
         docs = os.environ.get("PONDER_UI_SCREENSHOTS")
         if docs:
@@ -59,8 +62,12 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
     path = root / "traces.sqlite"
     store = TraceStore(path)
     old = time.time() - 3600
-    for i in range(60):
-        vote_trace(store, f"filler question {i}", [str(i)], created_at=old + i)
+    for i, strategy, status in FILLERS:  # every 3rd answers wrong
+        answers = [str(i + 4)] if i % 3 == 0 else [str(i + 3), str(i + 3), str(i + 4)]
+        question = f"What is {i} + 3?"
+        vote_trace(
+            store, question, answers, gold=str(i + 3), created_at=old + i, strategy=strategy, status=status
+        )
     ids = {
         "vote": vote_trace(store, "What is 6 * 7?", ["42", "41", "42"], gold="42", greedy=1).id,
         "refine": refine_trace(store).id,
@@ -123,7 +130,7 @@ def test_list_filter_open_expand_tally_chart(viewer: Viewer, page: Page) -> None
     page.goto(viewer.url + "/")
     expect(page.locator("#count")).to_contain_text("1–50 of 63 traces · page 1 of 2")
     expect(page.locator("tr.trace-row")).to_have_count(50)
-    viewer.shot(page, "list")
+    viewer.shot(page, "list", full_page=False)
 
     page.fill("#f-text", "6 * 7")
     page.click("#f-go")
@@ -163,15 +170,23 @@ def test_list_filter_open_expand_tally_chart(viewer: Viewer, page: Page) -> None
 def test_filter_by_strategy_and_status_and_page(viewer: Viewer, page: Page) -> None:
     page.goto(viewer.url + "/")
     page.select_option("#f-strategy", "refine")
-    expect(page.locator("#count")).to_contain_text("of 1 traces")
-    expect(page.locator("tr.trace-row")).to_contain_text("refine")
-    page.select_option("#f-strategy", "")
+    refine = 1 + sum(s == "refine" for _, s, _ in FILLERS)
+    expect(page.locator("#count")).to_contain_text(f"1–{refine} of {refine} traces")
+    for strategy in page.locator("tr.trace-row td:nth-child(3)").all_inner_texts():
+        assert strategy == "refine"
+    page.select_option("#f-strategy", "auto")
     page.select_option("#f-status", "error")
+    expect(page.locator("tr.trace-row")).to_have_count(sum(f[1:] == ("auto", "error") for f in FILLERS))
+    page.select_option("#f-strategy", "")
+    expect(page.locator("tr.trace-row")).to_have_count(sum(f[2] == "error" for f in FILLERS))
+    page.fill("#f-text", "no such question")
+    page.click("#f-go")
     expect(page.locator("#empty")).to_have_text("No traces match.")
+    page.fill("#f-text", "")
     page.select_option("#f-status", "")
     page.click("#next")
     expect(page.locator("#count")).to_contain_text("51–63 of 63 traces · page 2 of 2")
-    expect(page.locator("tr.trace-row").last).to_contain_text("filler question 0")
+    expect(page.locator("tr.trace-row").last).to_contain_text("What is 0 + 3?")
     assert "page=2" in page.url
 
 
@@ -238,7 +253,7 @@ def test_usage_page_shows_the_store_spend(viewer: Viewer, page: Page) -> None:
     expect(row).to_contain_text(f"{total.traces:,}")
     expect(row).to_contain_text(f"{total.prompt_tokens:,}")
     expect(row).to_contain_text(f"{total.reasoning_tokens:,}")
-    expect(page.locator("table.usage tbody tr")).to_have_count(3)  # self-consistency, refine, total
+    expect(page.locator("table.usage tbody tr")).to_have_count(5)  # four strategies and the total
     viewer.shot(page, "usage")
     page.select_option("#u-by", "model")
     expect(page.locator("table.usage tbody tr").first).to_contain_text("smollm2")
@@ -273,6 +288,8 @@ def test_live_think_with_the_bundled_model(viewer: Viewer, page: Page, tmp_path:
         expect(page.locator("#summary .status")).to_have_text("done")
         assert page.locator("details.node").count() > at_load
         assert page.evaluate("window.__same_page") is True
+        page.click("#expand-all")
+        viewer.shot(page, "trace-model")
     finally:
         think.wait(timeout=300)
     assert think.returncode == 0

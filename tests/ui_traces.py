@@ -100,6 +100,7 @@ def vote_trace(
     texts: list[str] | None = None,
     greedy: int | None = None,
     usd: float = 0.0,
+    status: str = "done",
     **kw: Any,
 ) -> Writer:
     """A finished self-consistency trace: samples (one prompt, its tokens on the first),
@@ -126,7 +127,7 @@ def vote_trace(
     winner = max(totals, key=lambda a: totals[a])
     tally_text = ", ".join(f"{a}: {int(c)}" for a, c in totals.items())
     w.add("vote", tally_text, answer=winner, score=totals[winner] / len(answers), totals=totals)
-    w.finish(winner, shown=10, usd=usd)
+    w.finish(winner, shown=10, usd=usd, status=status)
     return w
 
 
