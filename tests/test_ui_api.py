@@ -4,6 +4,10 @@ errors as 4xx with one message, only the package's own assets served."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,3 +183,31 @@ def test_router_mounts_in_another_app_with_a_late_store(tmp_path: Path) -> None:
         assert client.get("/ui/api/traces").json()["rows"][0]["question"] == "mounted"
         assert client.get("/").status_code == 200
     store.close()
+
+
+def test_ponder_ui_bad_input_is_one_line(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "traces.sqlite")
+    store.close()
+    env = {**os.environ, "PONDER_HOME": str(tmp_path / "home")}
+    path = str(tmp_path / "traces.sqlite")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for args, message in [
+            (["--store", str(tmp_path / "missing.sqlite")], "no trace store at"),
+            (
+                ["--store", str(tmp_path / "traces.sqlite"), "--port", port],
+                f"cannot listen on 127.0.0.1:{port}",
+            ),
+            (["--store", str(tmp_path / "traces.sqlite"), "--port", "70000"], "--port must be between"),
+        ]:
+            run = subprocess.run(
+                [sys.executable, "-m", "ponder", "ui", *args],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
+            assert run.returncode == 2, run
+            assert message in run.stderr and "Traceback" not in run.stderr

@@ -5,8 +5,8 @@ Screenshots go to a tmp dir (and to $PONDER_UI_SCREENSHOTS when set, for the doc
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -50,12 +50,6 @@ class Viewer:
         return target
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
     root = tmp_path_factory.mktemp("viewer")
@@ -73,13 +67,11 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
         "refine": refine_trace(store).id,
         "xss": vote_trace(store, PAYLOAD, [XSS[:20], "2"], texts=[PAYLOAD, XSS]).id,
     }
-    port = _free_port()
     env = {**os.environ, "PONDER_HOME": str(root / "home")}
-    command = [sys.executable, "-m", "ponder", "ui", "--store", str(path), "--port", str(port)]
+    command = [sys.executable, "-m", "ponder", "ui", "--store", str(path), "--port", "0"]
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(server, url)
+        url = _wait_until_up(server)
         yield Viewer(url, path, store, tmp_path_factory.mktemp("screens"), ids)
     finally:
         server.terminate()
@@ -87,13 +79,19 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
         store.close()
 
 
-def _wait_until_up(server: subprocess.Popen[str], url: str) -> None:
+def _wait_until_up(server: subprocess.Popen[str]) -> str:
+    """The URL `ponder ui` prints once it holds its port (0: a free one), when it answers."""
+    assert server.stdout is not None
+    said = server.stdout.readline()
+    found = re.search(r"http://127\.0\.0\.1:\d+", said)
+    assert found, f"ponder ui said {said!r}{server.stdout.read() if server.poll() is not None else ''}"
+    url = found.group(0)
     for _ in range(300):
         if server.poll() is not None:
             raise AssertionError(f"ponder ui exited: {server.stdout.read() if server.stdout else ''}")
         try:
             if httpx.get(url + "/", timeout=1).status_code == 200:
-                return
+                return url
         except httpx.TransportError:
             pass
         time.sleep(0.1)
