@@ -196,18 +196,10 @@ def test_ponder_ui_bad_input_is_one_line(tmp_path: Path) -> None:
         port = str(taken.getsockname()[1])
         for args, message in [
             (["--store", str(tmp_path / "missing.sqlite")], "no trace store at"),
-            (
-                ["--store", str(tmp_path / "traces.sqlite"), "--port", port],
-                f"cannot listen on 127.0.0.1:{port}",
-            ),
-            (["--store", str(tmp_path / "traces.sqlite"), "--port", "70000"], "--port must be between"),
+            (["--store", path, "--port", port], f"cannot listen on 127.0.0.1:{port}"),
+            (["--store", path, "--port", "70000"], "--port must be between"),
         ]:
-            run = subprocess.run(
-                [sys.executable, "-m", "ponder", "ui", *args],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=60,
-            )
+            command = [sys.executable, "-m", "ponder", "ui", *args]
+            run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
             assert run.returncode == 2, run
             assert message in run.stderr and "Traceback" not in run.stderr
