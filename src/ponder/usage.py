@@ -21,7 +21,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -86,17 +86,9 @@ class Group:
         return self.changed_reasoning_tokens / self.reasoning_tokens if self.reasoning_tokens else None
 
     def add(self, other: Group) -> None:
-        for name in (
-            "traces",
-            "prompt_tokens",
-            "reasoning_tokens",
-            "answer_tokens",
-            "seconds",
-            "usd",
-            "changed_traces",
-            "changed_reasoning_tokens",
-        ):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for f in fields(self):
+            if f.name != "key":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def to_dict(self) -> dict[str, Any]:
         return {

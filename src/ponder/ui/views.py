@@ -5,6 +5,7 @@ token split); the page renders them as text, never as markup."""
 from __future__ import annotations
 
 import functools
+from dataclasses import asdict
 from typing import Any
 
 from ponder.extract import extract_answer
@@ -51,43 +52,6 @@ def tokens(trace: TraceRecord) -> dict[str, int] | None:
     }
 
 
-def row(trace: TraceRecord) -> dict[str, Any]:
-    usage = trace.usage or {}
-    return {
-        "id": trace.id,
-        "question": trace.question,
-        "strategy": trace.strategy,
-        "model": trace.model,
-        "answer": trace.answer,
-        "gold": trace.problem.get("gold"),
-        "correct": correct(trace.problem, trace.answer),
-        "tokens": tokens(trace),
-        "seconds": usage.get("seconds"),
-        "usd": usage.get("usd"),
-        "status": trace.status,
-        "stopped_by": trace.stopped_by,
-        "created_at": trace.created_at,
-    }
-
-
-def node(record: NodeRecord) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "parent_id": record.parent_id,
-        "seq": record.seq,
-        "kind": record.kind,
-        "text": record.text,
-        "answer": record.answer,
-        "score": record.score,
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.completion_tokens,
-        "seconds": record.seconds,
-        "meta": record.meta,
-        "created_at": record.created_at,
-        "version": record.version,
-    }
-
-
 def state(trace: TraceRecord) -> dict[str, Any]:
     """The parts of a trace that change while it runs (a live page refreshes these)."""
     return {
@@ -102,10 +66,28 @@ def state(trace: TraceRecord) -> dict[str, Any]:
     }
 
 
+def row(trace: TraceRecord) -> dict[str, Any]:
+    usage = trace.usage or {}
+    return {
+        "id": trace.id,
+        "question": trace.question,
+        "strategy": trace.strategy,
+        "model": trace.model,
+        "gold": trace.problem.get("gold"),
+        "seconds": usage.get("seconds"),
+        "usd": usage.get("usd"),
+        "created_at": trace.created_at,
+        **state(trace),
+    }
+
+
+def node(record: NodeRecord) -> dict[str, Any]:
+    return asdict(record)
+
+
 def detail(trace: TraceRecord) -> dict[str, Any]:
     return {
         **row(trace),
-        **state(trace),
         "budget": trace.budget,
         "problem": trace.problem,
         "prompts": trace.prompts,
