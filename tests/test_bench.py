@@ -1,5 +1,7 @@
-"""`ponder bench` end to end: scripted engine for exact numbers, the real bundled model for
-every output file, and a SIGKILL halfway through that a rerun resumes without redoing work."""
+"""`ponder bench` end to end: scripted answers for exact numbers (a scripted engine through
+the API, the same script behind a real loopback HTTP server for the CLI), the real bundled
+model for every output file, and a SIGKILL halfway through that a rerun resumes without
+redoing work."""
 
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +26,9 @@ from fakes import ScriptedEngine
 from ponder.bench import BenchRun, parse_strategies, read_results, run_bench, split_strategies, summary
 from ponder.budget import Meter
 from ponder.datasets import get_dataset
-from ponder.engines.base import Completion, GenerationRequest, OnCompletion
+from ponder.engines.base import Completion, GenerationRequest, OnCompletion, OnDelta
+from servers import Reply, Request, ScriptedServer, chat_response, free_port
 
-TESTS = Path(__file__).parent
-HOOK = "test_bench:make_engine"
 ARITH = [
     "--dataset",
     "reasoning-gym:basic_arithmetic",
@@ -36,46 +38,89 @@ ARITH = [
 OUTPUTS = ["results.jsonl", "summary.json", "summary.md", "summary.csv", "accuracy_vs_tokens.png"]
 
 
-class ArithmeticEngine(ScriptedEngine):
-    """Answers reasoning-gym arithmetic: sample i of a question is right unless
-    crc32(question) + i is divisible by 4, so every answer is a pure function of (question,
-    sample index), whatever order concurrent problems arrive in. Optionally slow, and logs
-    each request to a file so that a test can count engine calls across processes."""
+def arithmetic_answer(question: str, i: int) -> str:
+    """Sample i of a reasoning-gym arithmetic question is right unless crc32(question) + i is
+    divisible by 4: every answer is a pure function of (question, sample index), whatever
+    order concurrent problems arrive in."""
+    expression = re.search(r"Calculate (.*)\.", question)
+    value = eval(expression.group(1)) if expression else 0  # the generator's own arithmetic
+    wrong = (zlib.crc32(question.encode()) + i) % 4 == 0
+    return f"Let me compute. Answer: {int(value) + (1 if wrong else 0)}"
 
-    def __init__(self, delay: float = 0.0, log: str | None = None) -> None:
+
+class ArithmeticEngine(ScriptedEngine):
+    """`arithmetic_answer` as an engine, for runs through the Python API."""
+
+    def __init__(self) -> None:
         super().__init__(self._answer)
-        self.delay = delay
-        self.log = log
         self._index: dict[int, int] = {}
 
     def _answer(self, request: GenerationRequest, _: int) -> str:
         question = (request.messages or [{}])[-1].get("content", request.prompt or "")
         i = self._index.get(id(request), 0)
         self._index[id(request)] = i + 1
-        expression = re.search(r"Calculate (.*)\.", question)
-        value = eval(expression.group(1)) if expression else 0  # the generator's own arithmetic
-        wrong = (zlib.crc32(question.encode()) + i) % 4 == 0
-        return f"Let me compute. Answer: {int(value) + (1 if wrong else 0)}"
+        return arithmetic_answer(question, i)
 
     async def generate(
         self,
         requests: Sequence[GenerationRequest],
         meter: Meter | None = None,
         on_completion: OnCompletion | None = None,
+        on_delta: OnDelta | None = None,
     ) -> list[list[Completion]]:
+        self._index.clear()  # the base generate never awaits, so one call's requests are atomic
+        return await super().generate(requests, meter, on_completion, on_delta)
+
+
+class ArithmeticServer:
+    """`arithmetic_answer` behind a real OpenAI-compatible HTTP server on loopback, in a
+    thread of this process, so that the CLI in a subprocess gets scripted answers with no
+    test hook in the product (`--engine openai --base-url ...`). Each request for n choices
+    answers samples 0..n-1; usage counts words; `delay` slows every reply."""
+
+    model = "arith"
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.server = ScriptedServer(self._handle)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def args(self) -> list[str]:
+        return ["--engine", "openai", "--base-url", self.server.base_url, "--model", self.model]
+
+    def completions(self) -> int:
+        return len(self.server.posts("/chat/completions"))
+
+    async def _handle(self, request: Request) -> Reply:
+        if request.path.endswith("/models"):
+            return Reply(body={"data": [{"id": self.model}]})
+        body = request.json()
         if self.delay:
             await asyncio.sleep(self.delay)
-        if self.log:
-            with open(self.log, "a") as fh:
-                for request in requests:
-                    fh.write(f"{zlib.crc32(str(request.messages).encode())} {request.n}\n")
-        self._index.clear()  # the base generate never awaits, so one call's requests are atomic
-        return await super().generate(requests, meter, on_completion)
+        question = body["messages"][-1]["content"]
+        texts = [arithmetic_answer(question, i) for i in range(int(body.get("n", 1)))]
+        prompt = sum(len(m["content"].split()) for m in body["messages"])
+        usage = {"prompt_tokens": prompt, "completion_tokens": sum(len(t.split()) for t in texts)}
+        return Reply(body=chat_response(texts, usage=usage))
+
+    def __enter__(self) -> ArithmeticServer:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.__aenter__(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.__aexit__(None, None, None), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
 
 
-def make_engine() -> ArithmeticEngine:
-    """The PONDER_BENCH_ENGINE hook for subprocess runs."""
-    return ArithmeticEngine(float(os.environ.get("BENCH_TEST_DELAY", "0")), os.environ.get("BENCH_TEST_LOG"))
+@pytest.fixture
+def arith_server() -> Iterator[ArithmeticServer]:
+    with ArithmeticServer() as server:
+        yield server
 
 
 def expected_direct_correct(questions: list[str]) -> int:
@@ -86,13 +131,7 @@ def bench_cli(
     *args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import ponder.cli.bench; from ponder.cli import main; main()",
-            "bench",
-            *args,
-        ],
+        [sys.executable, "-m", "ponder", "bench", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "PONDER_HOME": str(home), **(env or {})},
@@ -103,18 +142,9 @@ def bench_cli(
 
 def bench_in_process(*args: str, env: dict[str, str]) -> Result:
     """The command in this process (no interpreter start-up): for the checks that need no kill."""
-    import ponder.cli.bench  # noqa: F401  (registers the command)
     from ponder.cli import app
 
     return CliRunner().invoke(app, ["bench", *args], env=env)
-
-
-def hooked(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return {
-        "PONDER_BENCH_ENGINE": HOOK,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-        **extra,
-    }
 
 
 def test_strategy_lists_split_on_strategy_names() -> None:
@@ -174,10 +204,11 @@ def test_truncated_last_line_is_dropped_and_overwritten(tmp_path: Path) -> None:
     assert path.read_text() == good + "\n"
 
 
-def test_bench_cli_scripted_writes_every_output(tmp_path: Path) -> None:
+def test_bench_cli_scripted_writes_every_output(tmp_path: Path, arith_server: ArithmeticServer) -> None:
     out = tmp_path / "out"
     result = bench_cli(
         *ARITH,
+        *arith_server.args,
         "--size",
         "5",
         "--seed",
@@ -187,7 +218,6 @@ def test_bench_cli_scripted_writes_every_output(tmp_path: Path) -> None:
         "--out",
         str(out),
         home=tmp_path,
-        env=hooked(tmp_path),
     )
     assert result.returncode == 0, result.stderr
     for name in OUTPUTS:
@@ -245,26 +275,30 @@ def test_bad_input_is_one_line_exit_2_before_the_engine(
     }
     base.update(dict(zip(args[::2], args[1::2], strict=True)))
     argv = [x for kv in base.items() for x in kv]
-    # an engine hook that cannot load proves validation happens before any engine exists
-    result = bench_in_process(
-        *argv, env={"PONDER_HOME": str(tmp_path), "PONDER_BENCH_ENGINE": "no_such_module:x"}
-    )
+    # a server that is not there: reaching the engine would be exit 1 ("runs failed"), so
+    # exit 2 proves the input was checked before any engine was made
+    dead = ["--engine", "openai", "--base-url", f"http://127.0.0.1:{free_port()}/v1", "--model", "m"]
+    result = bench_in_process(*argv, *dead, env={"PONDER_HOME": str(tmp_path)})
     assert result.exit_code == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_different_run_in_the_same_out_dir_is_refused(tmp_path: Path) -> None:
+def test_a_different_run_in_the_same_out_dir_is_refused(
+    tmp_path: Path, arith_server: ArithmeticServer
+) -> None:
     out = tmp_path / "out"
-    common = ["--size", "2", "--strategies", "direct", "--out", str(out)]
-    env = {"PONDER_HOME": str(tmp_path), "PONDER_BENCH_ENGINE": HOOK}
+    common = ["--size", "2", "--strategies", "direct", "--out", str(out), *arith_server.args]
+    env = {"PONDER_HOME": str(tmp_path)}
     assert bench_in_process(*ARITH, *common, env=env).exit_code == 0
     other = bench_in_process("--dataset", "reasoning-gym:products", *common, env=env)
     assert other.exit_code == 2 and "different run" in other.stderr
 
 
-def test_sigkill_halfway_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_sigkill_halfway_then_rerun_resumes_and_matches_an_uninterrupted_run(
+    tmp_path: Path, arith_server: ArithmeticServer
+) -> None:
     args = [
         *ARITH,
         "--size",
@@ -275,25 +309,13 @@ def test_sigkill_halfway_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp
         "direct,self-consistency:n=3",
         "--concurrency",
         "2",
+        *arith_server.args,
     ]
-    log = tmp_path / "calls.log"
     out = tmp_path / "killed"
-    env = {
-        **os.environ,
-        "PONDER_HOME": str(tmp_path),
-        **hooked(tmp_path, BENCH_TEST_DELAY="0.15", BENCH_TEST_LOG=str(log)),
-    }
+    arith_server.delay = 0.15  # slow replies, so that the kill lands halfway
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import ponder.cli.bench; from ponder.cli import main; main()",
-            "bench",
-            *args,
-            "--out",
-            str(out),
-        ],
-        env=env,
+        [sys.executable, "-m", "ponder", "bench", *args, "--out", str(out)],
+        env={**os.environ, "PONDER_HOME": str(tmp_path)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
@@ -308,22 +330,21 @@ def test_sigkill_halfway_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp
     proc.wait(timeout=10)
     before = read_results(results)
     assert 6 <= len(before) < 24, "the kill should land halfway"
-    calls_before = len(log.read_text().splitlines())
+    calls_before = arith_server.completions()  # counted on arrival: those cut off by the kill too
 
-    resumed = bench_cli(
-        *args, "--out", str(out), home=tmp_path, env=hooked(tmp_path, BENCH_TEST_LOG=str(log))
-    )
+    arith_server.delay = 0.0
+    resumed = bench_cli(*args, "--out", str(out), home=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr
     after = read_results(results)
     assert len(after) == 24
     for key, row in before.items():  # finished rows were not redone
         assert after[key]["trace_id"] == row["trace_id"]
-    new_calls = len(log.read_text().splitlines()) - calls_before
+    new_calls = arith_server.completions() - calls_before
     assert new_calls <= 24 - len(before)  # one engine request per (problem, strategy) still to do
 
     clean = tmp_path / "clean"
-    assert bench_cli(*args, "--out", str(clean), home=tmp_path, env=hooked(tmp_path)).returncode == 0
+    assert bench_cli(*args, "--out", str(clean), home=tmp_path).returncode == 0
     assert _comparable(out / "summary.json") == _comparable(clean / "summary.json")
 
 

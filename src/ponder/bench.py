@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ponder.budget import Budget
+from ponder.budget import Budget, BudgetError
 from ponder.datasets import Dataset
 from ponder.engines.base import Engine
 from ponder.metrics import summarize
@@ -42,11 +42,12 @@ def split_strategies(texts: str | Sequence[str]) -> list[str]:
     comma-separated items are parameters of the spec before them, so
     "direct,beam-search:width=4,expand=2,self-consistency:n=4" is three specs."""
     import ponder.strategies  # noqa: F401  (fills the registry)
+    from ponder.strategies.spec import split_top
 
     specs: list[str] = []
     for text in [texts] if isinstance(texts, str) else texts:
-        for chunk in text.split(";"):
-            for item in filter(None, (part.strip() for part in chunk.split(","))):
+        for chunk in split_top(text, ";"):
+            for item in (part.strip() for part in split_top(chunk)):
                 if specs and _is_parameter(item, specs[-1]):
                     specs[-1] += ("," if ":" in specs[-1] else ":") + item
                 elif "=" in item.partition(":")[0]:
@@ -264,6 +265,8 @@ async def run_bench(
         async with gate:
             try:
                 row = await think_and_grade(run, problem, by_spec[spec], engine, store)
+            except BudgetError:
+                raise  # bad input (a dollar budget with no price): every problem would fail alike
             except Exception as exc:  # one failing problem must not sink the run; rerun retries it
                 errors.append(f"{problem.id} × {spec}: {type(exc).__name__}: {exc}")
                 return

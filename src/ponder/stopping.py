@@ -34,18 +34,11 @@ import random
 from collections.abc import Iterator
 from functools import lru_cache
 from math import comb
-from typing import Literal, get_args
+from typing import Literal
 
 from ponder.vote import Tally
 
 StopRule = Literal["gain", "predictive", "beta", "share", "lead"]
-
-
-def check_rule(rule: str, alpha: float = 1.0) -> None:
-    if rule not in get_args(StopRule):
-        raise ValueError(f"rule must be one of {', '.join(get_args(StopRule))}")
-    if alpha <= 0:
-        raise ValueError("alpha must be > 0")
 
 
 def settled(

@@ -125,11 +125,11 @@ async def athink(
     error marks it "error" with the message.
     """
     problem = as_problem(question)
-    chosen = parse_strategy(strategy)
     if isinstance(budget, str):
         budget = Budget.parse(budget)
     meter = meter or Meter(budget)
     engine = engine or default_engine()
+    chosen = parse_strategy(strategy, engine=engine)  # judge / reward specs inside grade with it
     if meter.budget.usd is not None and getattr(engine, "price", None) is None:
         raise BudgetError(
             f"a dollar budget needs the price of {engine.model!r}: give the engine a price per million"

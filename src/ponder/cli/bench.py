@@ -4,9 +4,7 @@ tables and a plot. Bad input fails with one line and exit 2 before any model is 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,16 +33,12 @@ from ponder.bench import (
 )
 from ponder.budget import Budget, BudgetError
 from ponder.cli.app import app
+from ponder.cli.engine import EngineOptions, engine_options
 from ponder.cli.errors import fail, stderr
-from ponder.cli.think import closing, engine_from_options
+from ponder.cli.think import closing
 from ponder.datasets import get_dataset
-from ponder.engines import ENGINES
 from ponder.engines.base import Engine
 from ponder.store import StoreError, TraceStore
-
-# Test-only hook: "module:callable" returning an engine, used instead of --engine (lets the
-# resume test drive the real CLI in a subprocess with a deterministic scripted engine).
-ENGINE_HOOK = "PONDER_BENCH_ENGINE"
 
 STRATEGIES_HELP = (
     "Strategy specs to compare. Separate specs with ';' or ','; a comma-separated item that is not "
@@ -54,6 +48,7 @@ STRATEGIES_HELP = (
 
 
 @app.command()
+@engine_options
 def bench(
     dataset: Annotated[
         str, typer.Option(help="gsm8k, math500, aime24, aime25, humaneval or reasoning-gym:<task>.")
@@ -83,17 +78,11 @@ def bench(
         int, typer.Option(help="Problems thought about at once (the engine batches them).")
     ] = 4,
     max_tokens: Annotated[int, typer.Option(help="Cap on tokens per sample.")] = 512,
-    engine: Annotated[
-        str, typer.Option(help="llamacpp (embedded) or openai (any OpenAI-compatible server).")
-    ] = "llamacpp",
-    model: Annotated[str | None, typer.Option(help="Model name for the openai engine.")] = None,
-    base_url: Annotated[str | None, typer.Option(help="Server URL for the openai engine.")] = None,
-    model_path: Annotated[
-        Path | None, typer.Option(help="GGUF file for the embedded engine (default: bundled SmolLM2-135M).")
-    ] = None,
     store: Annotated[
         Path | None, typer.Option(help="Trace database (default: $PONDER_HOME/traces.sqlite).")
     ] = None,
+    *,
+    engine_options: EngineOptions,
 ) -> None:
     """Benchmark strategies on a dataset: accuracy, pass@k, tokens, seconds and dollars per strategy.
 
@@ -106,9 +95,6 @@ def bench(
         fail("--concurrency must be at least 1")
     if max_tokens < 1:
         fail("--max-tokens must be at least 1")
-    hook = os.environ.get(ENGINE_HOOK)
-    if engine not in ENGINES and not hook:
-        fail(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
     try:
         config = _config(dataset_config)
         chosen = parse_strategies(strategies)
@@ -125,7 +111,7 @@ def bench(
             max_tokens=max_tokens,
             concurrency=concurrency,
             dataset_config=config,
-            engine_label=hook or _engine_label(engine, model, base_url, model_path),
+            engine_label=engine_options.label(),
         )
         run.prepare()
         trace_store = TraceStore(store)
@@ -133,11 +119,11 @@ def bench(
         fail(str(exc))
     except ImportError as exc:
         fail(f"dataset {dataset!r} needs a package that is not installed: {exc}")
+    eng = engine_options.create()
     try:
-        eng = _hooked_engine(hook) if hook else engine_from_options(engine, model, base_url, model_path)
-    except (OSError, ValueError, RuntimeError) as exc:
-        fail(f"cannot start the {engine} engine: {exc}")
-    rows, errors = asyncio.run(closing(eng, _run_with_progress(run, eng, trace_store)))
+        rows, errors = asyncio.run(closing(eng, _run_with_progress(run, eng, trace_store)))
+    except BudgetError as exc:
+        fail(str(exc))
     data = summary(run, rows)
     write_outputs(run, data)
     _print(data, run)
@@ -157,20 +143,6 @@ def _config(text: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BenchError("--dataset-config must be a JSON object, e.g. '{\"min_digits\": 1}'")
     return value
-
-
-def _engine_label(engine: str, model: str | None, base_url: str | None, model_path: Path | None) -> str:
-    """What a resumed run must share with the rows already written."""
-    if engine == "openai":
-        return f"openai:{model}@{base_url}"
-    return f"llamacpp:{model_path}" if model_path else "llamacpp"
-
-
-def _hooked_engine(hook: str) -> Engine:
-    module, _, attr = hook.partition(":")
-    factory = getattr(importlib.import_module(module), attr)
-    engine: Engine = factory()
-    return engine
 
 
 async def _run_with_progress(

@@ -15,11 +15,13 @@ from rich.table import Table
 from rich.tree import Tree
 
 from ponder.cli.app import app
-from ponder.cli.errors import fail
-from ponder.store import NodeRecord, StoreError, TraceStore
+from ponder.cli.errors import fail, shown, utf8
+from ponder.store import NodeRecord, StoreError, TraceRecord, TraceStore
 
 traces_app = typer.Typer(help="List and inspect the hidden thoughts of past requests.", no_args_is_help=True)
 app.add_typer(traces_app, name="traces")
+
+ID_MAX_CHARS = 128  # trace ids are 32 hex digits; a longer "prefix" cannot match one
 
 StoreOption = Annotated[
     Path | None, typer.Option(help="Trace database (default: $PONDER_HOME/traces.sqlite).")
@@ -35,6 +37,20 @@ def _open(store: Path | None) -> TraceStore:
         fail(str(exc))
 
 
+def _find(store: Path | None, trace_id: str) -> TraceRecord:
+    """The one trace `trace_id` starts, read whole; exit 2 when none (or a damaged store)."""
+    utf8(trace_id, "the trace id")
+    if not trace_id.strip() or len(trace_id) > ID_MAX_CHARS:
+        fail(f"no single trace matches {shown(trace_id)}: give a trace id or its first characters")
+    try:
+        record = _open(store).get_trace(trace_id)
+    except StoreError as exc:
+        fail(str(exc))
+    if record is None:
+        fail(f"no single trace matches {shown(trace_id)}")
+    return record
+
+
 @traces_app.command("list")
 def list_traces(
     store: StoreOption = None,
@@ -42,7 +58,12 @@ def list_traces(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List recent traces, newest first."""
-    records = _open(store).list_traces(limit)
+    if limit < 1:
+        fail("--limit must be at least 1")
+    try:
+        records = _open(store).list_traces(limit)
+    except StoreError as exc:
+        fail(str(exc))
     if as_json:
         print(json.dumps([{k: v for k, v in r.to_dict().items() if k != "nodes"} for r in records]))
         return
@@ -71,9 +92,7 @@ def show_trace(
     full: Annotated[bool, typer.Option(help="Show whole texts, not previews.")] = False,
 ) -> None:
     """Show one trace as a tree of thoughts."""
-    record = _open(store).get_trace(trace_id)
-    if record is None:
-        fail(f"no single trace matches {trace_id!r}")
+    record = _find(store, trace_id)
     if as_json:
         print(json.dumps(record.to_dict()))
         return

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ponder.cli.app import app
-from ponder.cli.errors import fail
+from ponder.cli.errors import fail, positive_seconds
 from ponder.problem import Problem
+
+MAX_TIMEOUT = 3600.0  # an hour; the sandbox's CPU limit is an integer of seconds below this
 
 
 @app.command()
@@ -27,13 +30,16 @@ def verify(
         typer.Option("--check", help="More verifier specs: math, schema:FILE.json, regex:PATTERN, ..."),
     ] = None,
     gold: Annotated[str | None, typer.Option(help="Gold answer, for the math check.")] = None,
-    timeout: Annotated[float, typer.Option(help="Wall-clock seconds for the sandboxed tests.")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option(help=f"Wall-clock seconds for the sandboxed tests (at most {MAX_TIMEOUT:g}).")
+    ] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
 ) -> None:
     """Verify CANDIDATE: tests in the sandbox, ruff, mypy. Exit 0 passed, 1 not, 2 bad input."""
     from ponder.sandbox import Limits
     from ponder.verifiers import AllOf, Mypy, Ruff, UnitTests, Verifier, parse_verifier_spec
 
+    positive_seconds(timeout, "--timeout", MAX_TIMEOUT)
     if not candidate.is_file():
         fail(f"candidate file not found: {candidate}")
     if tests is not None and not tests.is_file():
@@ -45,7 +51,8 @@ def verify(
         fail(f"cannot read input: {exc}")
     checks: list[Verifier] = []
     if tests_text is not None:
-        checks.append(UnitTests(tests_text, Limits(wall_seconds=timeout, cpu_seconds=max(1, int(timeout)))))
+        limits = Limits(wall_seconds=timeout, cpu_seconds=max(1, math.ceil(timeout)))
+        checks.append(UnitTests(tests_text, limits))
     if ruff:
         checks.append(Ruff())
     if mypy:

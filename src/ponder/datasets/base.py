@@ -4,8 +4,11 @@ to one of them, so a benchmark never has to guess how "correct" is defined."""
 from __future__ import annotations
 
 import asyncio
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from ponder.extract import _ANSWER_LINE, boxed, extract_answer
@@ -44,6 +47,14 @@ class Dataset(ABC):
     def grade(self, problem: Problem, answer: str | None, response: str = "") -> bool:
         """Synchronous `agrade`, for use outside an event loop."""
         return asyncio.run(self.agrade(problem, answer, response))
+
+
+@cache
+def vendored(name: str) -> tuple[dict[str, Any], ...]:
+    """The items of data/<name>.jsonl, shipped inside ponder (see data/<name>.LICENSE for
+    where each file comes from)."""
+    text = resources.files("ponder.datasets").joinpath(f"data/{name}.jsonl").read_text(encoding="utf-8")
+    return tuple(json.loads(line) for line in text.splitlines() if line.strip())
 
 
 def first(items: Sequence[Any], size: int | None, name: str) -> list[Any]:

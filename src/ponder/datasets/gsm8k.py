@@ -7,20 +7,9 @@ data/gsm8k.jsonl instead of being read from an install.
 
 from __future__ import annotations
 
-import json
-from functools import cache
-from importlib import resources
-from typing import Any
-
-from ponder.datasets.base import Dataset, final_answers, first
+from ponder.datasets.base import Dataset, final_answers, first, vendored
 from ponder.extract import canonical_number, extract_answer
 from ponder.problem import Problem
-
-
-@cache
-def _items() -> tuple[dict[str, Any], ...]:
-    text = resources.files("ponder.datasets").joinpath("data/gsm8k.jsonl").read_text(encoding="utf-8")
-    return tuple(json.loads(line) for line in text.splitlines() if line.strip())
 
 
 class GSM8K(Dataset):
@@ -35,7 +24,7 @@ class GSM8K(Dataset):
                 id=item["id"],
                 meta={"solution": item["solution"]},
             )
-            for item in first(_items(), size, self.name)
+            for item in first(vendored("gsm8k"), size, self.name)
         ]
 
     async def agrade(self, problem: Problem, answer: str | None, response: str = "") -> bool:

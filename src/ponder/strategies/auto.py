@@ -25,16 +25,17 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ponder.context import Candidate, Context
 from ponder.problem import Problem
 from ponder.strategies.adaptive_consistency import AdaptiveConsistency
-from ponder.strategies.base import Result, Strategy
+from ponder.strategies.base import COUNT, TEMPERATURE, TOP_P, Result, Strategy
 from ponder.strategies.deepconf import lowest_group_confidence, token_confidences
 from ponder.verifiers.base import Verifier
 
 CALIBRATION = Path(__file__).with_name("routing.json")
+Signal = Literal["mean_logprob", "min_prob", "group_confidence"]
 
 
 def _calibrated(key: str, default: Any) -> Any:
@@ -67,7 +68,7 @@ class Auto(Strategy):
         "Greedy answer first; escalate to a vote (or verified sampling) only when the signals say it pays."
     )
 
-    signal: str = field(
+    signal: Signal = field(
         default=_calibrated("signal", "mean_logprob"),
         metadata={"help": "confidence signal of the greedy answer (fitted by benchmarks/routing.py)"},
     )
@@ -75,15 +76,13 @@ class Auto(Strategy):
         default=_calibrated("threshold", math.inf),
         metadata={"help": "answer at once when the signal is >= this (inf: always vote)"},
     )
-    max_n: int = field(default=16, metadata={"help": "most samples when escalating"})
-    batch: int = field(default=2, metadata={"help": "samples per round when escalating"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature when escalating"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling when escalating"})
+    max_n: int = field(default=16, metadata={"help": "most samples when escalating", **COUNT})
+    batch: int = field(default=2, metadata={"help": "samples per round when escalating", **COUNT})
+    temperature: float = field(
+        default=0.8, metadata={"help": "sampling temperature when escalating", **TEMPERATURE}
+    )
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling when escalating", **TOP_P})
     verifier: Verifier | None = field(default=None, metadata={"nested": True})
-
-    def __post_init__(self) -> None:
-        if self.max_n < 1 or self.batch < 1:
-            raise ValueError("max_n and batch must be >= 1")
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         fast_samples = await ctx.sample(problem, 1, temperature=0.0, logprobs=True, top_logprobs=5)

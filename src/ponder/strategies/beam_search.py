@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ponder.context import Context
 from ponder.problem import Problem
-from ponder.strategies.base import Result
+from ponder.strategies.base import COUNT, Result
 from ponder.strategies.steps import Path, Steps, StepScorer, StepSearch, usable
 
 
@@ -23,12 +23,9 @@ class BeamSearch(StepSearch):
     name = "beam-search"
     summary = "Step-level beam search: expand `width` partial solutions `expand` ways, keep the best-scored."
 
-    width: int = field(default=4, metadata={"help": "beams kept per step"})
-    expand: int = field(default=2, metadata={"help": "next steps sampled per beam"})
-    max_steps: int = field(default=8, metadata={"help": "deepest solution, in steps"})
-
-    def __post_init__(self) -> None:
-        self.check_steps(width=self.width, expand=self.expand, max_steps=self.max_steps)
+    width: int = field(default=4, metadata={"help": "beams kept per step", **COUNT})
+    expand: int = field(default=2, metadata={"help": "next steps sampled per beam", **COUNT})
+    max_steps: int = field(default=8, metadata={"help": "deepest solution, in steps", "ge": 1})
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         steps = self.steps()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from ponder.context import Context
 from ponder.problem import Problem
-from ponder.strategies.base import Result, Strategy
+from ponder.strategies.base import COUNT, TEMPERATURE, TOP_P, Result, Strategy
 from ponder.strategies.self_consistency import note_votes
 from ponder.verifiers.base import Verifier
 from ponder.vote import tally
@@ -39,18 +39,18 @@ class BestOfN(Strategy):
     name = "best-of-n"
     summary = "n candidates scored by a verifier (or mean logprob); keep the best, or vote weighted by score."
 
-    n: int = field(default=8, metadata={"help": "candidates to draw"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
+    n: int = field(default=8, metadata={"help": "candidates to draw", **COUNT})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature", **TEMPERATURE})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling", **TOP_P})
     weighted: bool = field(
         default=False, metadata={"help": "score-weighted vote over answers instead of the top score"}
     )
-    of: Strategy | None = field(default=None, metadata={"nested": True})
-    verifier: Verifier | None = field(default=None, metadata={"nested": True})
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError("n must be >= 1")
+    of: Strategy | None = field(
+        default=None, metadata={"help": "the strategy each candidate is a run of (default: one sample)"}
+    )
+    verifier: Verifier | None = field(
+        default=None, metadata={"help": "scores the candidates (default: the request's verifier)"}
+    )
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         verifier = self.verifier or ctx.verifier

@@ -21,7 +21,7 @@ from ponder.context import Context
 from ponder.engines.base import Completion, GenerationRequest
 from ponder.extract import extract_answer
 from ponder.problem import Problem
-from ponder.strategies.base import Result, Strategy
+from ponder.strategies.base import TEMPERATURE, Result, Strategy
 
 
 async def continue_generation(ctx: Context, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
@@ -39,18 +39,22 @@ class BudgetForcing(Strategy):
     summary = "s1: append 'Wait' when the model stops before min_tokens; force the answer at max_tokens."
 
     min_tokens: int = field(
-        default=64, metadata={"help": "think at least this many tokens (append 'Wait' before)"}
+        default=64, metadata={"help": "think at least this many tokens (append 'Wait' before)", "ge": 0}
     )
-    max_tokens: int = field(default=256, metadata={"help": "thinking cap; then the answer is forced"})
+    max_tokens: int = field(
+        default=256, metadata={"help": "thinking cap; then the answer is forced", "ge": 1}
+    )
     wait: str = field(default="Wait", metadata={"help": "what to append when the model stops too early"})
-    max_waits: int = field(default=3, metadata={"help": "at most this many 'Wait's"})
+    max_waits: int = field(default=3, metadata={"help": "at most this many 'Wait's", "ge": 0})
     answer_prompt: str = field(default="\nAnswer:", metadata={"help": "prefill that forces the final answer"})
-    answer_tokens: int = field(default=16, metadata={"help": "tokens for the forced answer"})
-    temperature: float = field(default=0.0, metadata={"help": "sampling temperature"})
+    answer_tokens: int = field(default=16, metadata={"help": "tokens for the forced answer", "ge": 1})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature", **TEMPERATURE})
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1 or self.min_tokens < 0 or self.min_tokens > self.max_tokens:
-            raise ValueError("need 0 <= min_tokens <= max_tokens and max_tokens >= 1")
+        if self.min_tokens > self.max_tokens:
+            raise self.invalid(
+                "min_tokens", f"must be <= max_tokens ({self.max_tokens}), got {self.min_tokens}"
+            )
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         text, used, waits, appended = "", 0, 0, ""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from ponder.context import Context
 from ponder.problem import Problem
-from ponder.strategies.base import Result, Strategy
+from ponder.strategies.base import TEMPERATURE, TOP_P, Result, Strategy
 
 
 @dataclass
@@ -15,8 +15,10 @@ class ChainOfThought(Strategy):
     name = "cot"
     summary = "One sampled step-by-step chain of thought, with the final answer extracted from it."
 
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (0 = greedy)"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
+    temperature: float = field(
+        default=0.7, metadata={"help": "sampling temperature (0 = greedy)", **TEMPERATURE}
+    )
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling", **TOP_P})
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         samples = await ctx.sample(problem, 1, temperature=self.temperature, top_p=self.top_p)

@@ -31,8 +31,8 @@ from typing import Any, Literal
 from ponder.context import Candidate, Context
 from ponder.engines.base import Completion, FinishReason, TokenLogprob
 from ponder.problem import Problem
-from ponder.stopping import StopRule, check_rule, settled
-from ponder.strategies.base import Result, Strategy
+from ponder.stopping import StopRule, settled
+from ponder.strategies.base import COUNT, TEMPERATURE, TOP_P, Result, Strategy
 from ponder.strategies.budget_forcing import continue_generation
 from ponder.strategies.self_consistency import note_votes
 from ponder.vote import tally
@@ -92,18 +92,24 @@ class DeepConf(Strategy):
         "Confidence-filtered, confidence-weighted voting; online mode stops low-confidence traces early."
     )
 
-    n: int = field(default=16, metadata={"help": "most traces to sample"})
+    n: int = field(default=16, metadata={"help": "most traces to sample", **COUNT})
     mode: Literal["online", "offline"] = field(
         default="online", metadata={"help": "online (early stop) or offline"}
     )
     eta: float = field(
-        default=90.0, metadata={"help": "keep the top eta% most confident traces (10 = aggressive)"}
+        default=90.0,
+        metadata={"help": "keep the top eta% most confident traces (10 = aggressive)", "gt": 0, "le": 100},
     )
-    warmup: int = field(default=4, metadata={"help": "online: traces sampled in full to set the threshold"})
-    batch: int = field(default=2, metadata={"help": "online: traces per round after warmup"})
-    chunk: int = field(default=48, metadata={"help": "online: tokens generated between confidence checks"})
+    warmup: int = field(
+        default=4, metadata={"help": "online: traces sampled in full to set the threshold", **COUNT}
+    )
+    batch: int = field(default=2, metadata={"help": "online: traces per round after warmup", **COUNT})
+    chunk: int = field(
+        default=48, metadata={"help": "online: tokens generated between confidence checks", "ge": 1}
+    )
     consensus: float = field(
-        default=0.96, metadata={"help": "online: stop when the rule's score >= this (0: off; see stop)"}
+        default=0.96,
+        metadata={"help": "online: stop when the rule's score >= this (0: off; see stop)", "ge": 0, "le": 1},
     )
     stop: StopRule = field(
         default="gain",
@@ -111,21 +117,16 @@ class DeepConf(Strategy):
             "help": "online: share (the leader's weighted share, the paper's) or a ponder.stopping rule"
         },
     )
-    window: int = field(default=32, metadata={"help": "tokens per confidence group"})
-    top_k: int = field(default=5, metadata={"help": "top logprobs per token for the confidence"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
-
-    def __post_init__(self) -> None:
-        if self.n < 1 or self.warmup < 1 or self.batch < 1 or self.chunk < 1 or self.window < 1:
-            raise ValueError("n, warmup, batch, chunk and window must be >= 1")
-        if not 0 < self.eta <= 100:
-            raise ValueError("eta must be in (0, 100]")
-        if self.top_k < 2:
-            raise ValueError("top_k must be >= 2 (the confidence compares alternatives)")
-        if self.mode not in ("online", "offline"):
-            raise ValueError("mode must be online or offline")
-        check_rule(self.stop)
+    window: int = field(default=32, metadata={"help": "tokens per confidence group", "ge": 1})
+    top_k: int = field(
+        default=5,
+        metadata={
+            "help": "top logprobs per token for the confidence (>= 2: it compares alternatives)",
+            "ge": 2,
+        },
+    )
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature", **TEMPERATURE})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling", **TOP_P})
 
     def _sampling(self) -> dict[str, Any]:
         """Every trace and chunk: sampled, with the top-k logprobs the confidence needs."""

@@ -29,8 +29,8 @@ from typing import Literal
 
 from ponder.context import Context
 from ponder.problem import Problem
-from ponder.strategies.base import Result
-from ponder.strategies.steps import Path, StepScorer, StepSearch, check_choice, usable
+from ponder.strategies.base import COUNT, Result
+from ponder.strategies.steps import Path, StepScorer, StepSearch, usable
 
 Value = Literal["rollout", "agreement", "score"]
 
@@ -59,20 +59,14 @@ class MCTS(StepSearch):
     name = "mcts"
     summary = "Monte Carlo tree search over steps: UCT selection, sampled steps, rollout or reward values."
 
-    iterations: int = field(default=16, metadata={"help": "select-expand-evaluate-backup rounds"})
-    expand: int = field(default=3, metadata={"help": "next steps sampled when a leaf is expanded"})
-    c: float = field(default=1.0, metadata={"help": "UCT exploration weight"})
-    max_steps: int = field(default=8, metadata={"help": "deepest solution, in steps"})
+    iterations: int = field(default=16, metadata={"help": "select-expand-evaluate-backup rounds", **COUNT})
+    expand: int = field(default=3, metadata={"help": "next steps sampled when a leaf is expanded", **COUNT})
+    c: float = field(default=1.0, metadata={"help": "UCT exploration weight", "ge": 0})
+    max_steps: int = field(default=8, metadata={"help": "deepest solution, in steps", "ge": 1})
     value: Value = field(
         default="rollout",
         metadata={"help": "leaf value: rollout (scored), agreement (of rollout answers) or score"},
     )
-
-    def __post_init__(self) -> None:
-        self.check_steps(iterations=self.iterations, expand=self.expand, max_steps=self.max_steps)
-        if self.c < 0:
-            raise ValueError("c must be >= 0")
-        check_choice("value", self.value, Value)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         search = _Search(self, problem, ctx)

@@ -24,8 +24,8 @@ from typing import Literal
 
 from ponder.context import Context
 from ponder.problem import Problem
-from ponder.strategies.base import Result
-from ponder.strategies.steps import Path, Steps, StepScorer, StepSearch, check_choice, usable
+from ponder.strategies.base import COUNT, Result
+from ponder.strategies.steps import Path, Steps, StepScorer, StepSearch, usable
 from ponder.vote import tally
 
 Resampler = Literal["multinomial", "systematic"]
@@ -39,18 +39,13 @@ class ParticleFilter(StepSearch):
         "Particles advanced step by step, weighted by a process reward and resampled (Puri et al. 2025)."
     )
 
-    particles: int = field(default=4, metadata={"help": "number of particles"})
-    max_steps: int = field(default=8, metadata={"help": "deepest solution, in steps"})
-    weight_temperature: float = field(default=1.0, metadata={"help": "softmax temperature on reward logits"})
+    particles: int = field(default=4, metadata={"help": "number of particles", **COUNT})
+    max_steps: int = field(default=8, metadata={"help": "deepest solution, in steps", "ge": 1})
+    weight_temperature: float = field(
+        default=1.0, metadata={"help": "softmax temperature on reward logits", "gt": 0}
+    )
     resample: Resampler = field(default="multinomial", metadata={"help": "resampler"})
     pick: Pick = field(default="weight", metadata={"help": "top weight or weighted vote"})
-
-    def __post_init__(self) -> None:
-        self.check_steps(particles=self.particles, max_steps=self.max_steps)
-        if self.weight_temperature <= 0:
-            raise ValueError("weight_temperature must be > 0")
-        check_choice("resample", self.resample, Resampler)
-        check_choice("pick", self.pick, Pick)
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         steps = self.steps()

@@ -25,7 +25,7 @@ from ponder.context import Candidate, Context
 from ponder.engines.base import GenerationRequest, Message
 from ponder.problem import Problem
 from ponder.prompts import revision_messages, solve_messages, solve_prompt
-from ponder.strategies.base import Result, Strategy
+from ponder.strategies.base import TEMPERATURE, Result, Strategy
 from ponder.verifiers.base import Verdict, Verifier
 
 CRITIQUE_REQUEST = (
@@ -40,14 +40,16 @@ class Refine(Strategy):
     name = "refine"
     summary = "Draft, verify, revise from the verifier's feedback until it passes (self-critique if none)."
 
-    max_rounds: int = field(default=3, metadata={"help": "revisions after the first draft"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of drafts and revisions"})
-    critique_tokens: int = field(default=128, metadata={"help": "token cap of a self-critique (no verifier)"})
-    verifier: Verifier | None = field(default=None, metadata={"nested": True})
-
-    def __post_init__(self) -> None:
-        if self.max_rounds < 0:
-            raise ValueError("max_rounds must be >= 0")
+    max_rounds: int = field(default=3, metadata={"help": "revisions after the first draft", "ge": 0})
+    temperature: float = field(
+        default=0.7, metadata={"help": "sampling temperature of drafts and revisions", **TEMPERATURE}
+    )
+    critique_tokens: int = field(
+        default=128, metadata={"help": "token cap of a self-critique (no verifier)", "ge": 1}
+    )
+    verifier: Verifier | None = field(
+        default=None, metadata={"help": "checks each version (default: the request's verifier)"}
+    )
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         verifier = self.verifier or ctx.verifier

@@ -7,7 +7,7 @@ from typing import Any
 
 from ponder.context import Candidate, Context
 from ponder.problem import Problem
-from ponder.strategies.base import Result, Strategy
+from ponder.strategies.base import COUNT, TEMPERATURE, TOP_P, Result, Strategy
 from ponder.vote import Tally, tally
 
 
@@ -16,13 +16,9 @@ class SelfConsistency(Strategy):
     name = "self-consistency"
     summary = "Sample n answers at temperature and return the majority vote (ties: first seen)."
 
-    n: int = field(default=8, metadata={"help": "samples to vote over"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError("n must be >= 1")
+    n: int = field(default=8, metadata={"help": "samples to vote over", **COUNT})
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature", **TEMPERATURE})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling", **TOP_P})
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
         samples = await ctx.sample(problem, self.n, temperature=self.temperature, top_p=self.top_p)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -28,7 +27,7 @@ from ponder.context import Context
 from ponder.engines.base import Completion, GenerationRequest
 from ponder.extract import extract_answer
 from ponder.problem import Problem
-from ponder.strategies.base import Strategy
+from ponder.strategies.base import TEMPERATURE, TOP_P, Strategy
 from ponder.verifiers.model import REWARD_USER, p_yes
 
 ScorerName = Literal["auto", "prm", "verifier", "logprob"]
@@ -185,31 +184,18 @@ class Steps:
         return replace(path, node=node)
 
 
-def check_choice(name: str, value: str, choices: object) -> None:
-    """Reject a misspelt choice parameter (the CLI passes any string to a Literal field)."""
-    allowed = typing.get_args(choices)
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-
-
 @dataclass(kw_only=True)
 class StepSearch(Strategy):
     """The parameters the step-level searches share: how a step is cut and sampled, and how a
     partial solution is scored. It has no `name`, so it is no strategy of its own."""
 
-    delimiter: str = field(default="blank", metadata={"help": "step boundary: blank, line, step or a string"})
-    max_step_tokens: int = field(default=96, metadata={"help": "tokens per step before it is cut"})
+    delimiter: str = field(
+        default="blank", metadata={"help": "step boundary: blank, line, step or a string", "min_length": 1}
+    )
+    max_step_tokens: int = field(default=96, metadata={"help": "tokens per step before it is cut", "ge": 1})
     scorer: ScorerName = field(default="auto", metadata={"help": "prm, verifier, logprob or auto"})
-    temperature: float = field(default=0.8, metadata={"help": "sampling temperature"})
-    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling"})
-
-    def check_steps(self, **counts: int) -> None:
-        """Reject a count below 1 (the given ones, then max_step_tokens) or an unknown scorer."""
-        counts["max_step_tokens"] = self.max_step_tokens
-        if min(counts.values()) < 1:
-            *names, last = counts
-            raise ValueError(f"{', '.join(names)} and {last} must be >= 1")
-        check_choice("scorer", self.scorer, ScorerName)
+    temperature: float = field(default=0.8, metadata={"help": "sampling temperature", **TEMPERATURE})
+    top_p: float = field(default=0.95, metadata={"help": "nucleus sampling", **TOP_P})
 
     def steps(self) -> Steps:
         return Steps(self.delimiter, self.max_step_tokens, self.temperature, self.top_p)

@@ -4,8 +4,9 @@ model-based ones (judge, reward), composable, with CLI specs such as `tests:FILE
 from __future__ import annotations
 
 import re
+import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ponder.verifiers.base import Verdict, Verifier
 from ponder.verifiers.code import UnitTests
@@ -38,14 +39,34 @@ __all__ = [
     "parse_score",
     "parse_verifier_spec",
     "to_verdict",
+    "verifier_spec",
 ]
 
 SPEC_HELP = "tests:FILE, ruff, mypy, math, schema:FILE.json, regex:PATTERN (judge, reward with an engine)"
 
 
+#: the spec each verifier built by `parse_verifier_spec` came from, so a strategy holding it
+#: can write it back (`Refine(verifier=...).spec()`)
+_SPECS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
 def parse_verifier_spec(spec: str, engine: Engine | None = None) -> Verifier:
     """A verifier from a CLI spec: tests:FILE, ruff, mypy, math, schema:FILE.json,
     regex:PATTERN; judge and reward when an engine is given. Raises ValueError on bad specs."""
+    verifier = _from_spec(spec, engine)
+    _SPECS[verifier] = spec.strip()
+    return verifier
+
+
+def verifier_spec(verifier: object) -> str | None:
+    """The spec `verifier` was parsed from; None for one built in Python."""
+    try:
+        return _SPECS.get(verifier)
+    except TypeError:  # unhashable or not weak-referenceable: not one of ours
+        return None
+
+
+def _from_spec(spec: str, engine: Engine | None) -> Verifier:
     kind, sep, arg = spec.strip().partition(":")
     kind = kind.strip().lower()
     if kind in ("ruff", "mypy", "math", "judge", "reward") and sep and arg.strip():
