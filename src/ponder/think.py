@@ -120,7 +120,8 @@ async def athink(
 
     `store` is where the trace goes: a `Store` you own and share across calls (a server,
     a viewer), a SQLite path, None for the default file, or False for none. `trace_id`
-    names the trace (a job id), `on_node` hears every node as it is written. Cancelling
+    names the trace (a job id), `on_node` hears every node when it is added and again
+    each time it grows (the same live record; `ponder.trace.collect` keeps each once). Cancelling
     the task marks the trace "cancelled" and keeps every thought already written; an
     error marks it "error" with the message.
     """
@@ -184,7 +185,7 @@ async def athink(
     except BaseException as exc:
         finish("error", error=f"{type(exc).__name__}: {exc}")
         raise
-    meter.exhausted()  # a limit reached exactly at the end still counts as what stopped it
+    meter.note_limit()  # a limit reached exactly at the end still counts as what stopped it
     usage = Usage.from_meter(meter, result.response_tokens)
     trace.add("answer", result.response, parent=result.node or root, answer=result.answer, score=result.score)
     finish("done", result.answer, usage, model=engine.model)

@@ -233,12 +233,14 @@ async def _run_with_progress(
         transient=True,
     )
     counts = {"sample": 0, "step": 0, "revision": 0}
+    heard: set[str] = set()  # listeners hear a node again each time it grows: count it once
     total = meter.budget.seconds or getattr(strategy, "n", None)
     task = progress.add_task("think", total=total, status="")
 
     def count(node: NodeRecord) -> None:
         on_node(node)
-        if node.kind in counts:
+        if node.kind in counts and node.id not in heard:
+            heard.add(node.id)
             counts[node.kind] += 1
 
     async def refresh() -> None:
