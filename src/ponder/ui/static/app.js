@@ -293,9 +293,12 @@ function drawTally(box, nodes) {
 
 function drawChart(box, trace, nodes) {
   // Budget burn-down: the share of each limit left over time. Tokens step down as samples
-  // finish (a node's end = its start + its seconds); seconds fall in a straight line.
+  // finish; seconds fall in a straight line. A node records when it was written first
+  // (its first token, or its end when it came whole) and its request's seconds, not when it
+  // ended: its end is taken as the later of that first write and the trace's start plus its
+  // seconds (exact for samples sent at the start or written whole, never before the first write).
   const start = trace.created_at;
-  const endOf = (n) => n.created_at + n.seconds - start;
+  const endOf = (n) => Math.max(n.created_at - start, n.seconds);
   const steps = nodes.filter((n) => n.completion_tokens > 0).map((n) => [endOf(n), n.completion_tokens]).sort((a, b) => a[0] - b[0]);
   const used = steps.reduce((s, [, c]) => s + c, 0);
   const finished = trace.usage && trace.usage.seconds !== undefined ? trace.usage.seconds : null;
