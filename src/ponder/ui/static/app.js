@@ -162,7 +162,7 @@ async function traceView(id, myRoute) {
     const sorted = [...nodes.values()].sort((a, b) => a.seq - b.seq);
     for (const node of changed.sort((a, b) => a.seq - b.seq)) place(node);
     for (const node of sorted) adopt(node);
-    drawHeader(header, trace);
+    drawHeader(header, trace, sorted);
     drawChart(chart, trace, sorted);
     if (changed.some((n) => n.kind === "vote") || !tally.firstChild) drawTally(tally, sorted);
     if (changed.some((n) => WRITTEN.includes(n.kind)) || !compare.firstChild) drawCompare(compare, sorted);
@@ -208,10 +208,14 @@ async function traceView(id, myRoute) {
   }
 }
 
-function drawHeader(box, t) {
+function drawHeader(box, t, nodes) {
+  // Until the trace closes its usage, what its nodes hold so far (no answer shown yet).
+  const sum = (key) => nodes.reduce((total, n) => total + n[key], 0);
+  const tokens = t.tokens ? tokenSplit(t.tokens) : `${num(sum("prompt_tokens"))} / ${num(sum("completion_tokens"))} / – so far`;
+  const time = t.usage ? secs(t.usage.seconds) : t.status === "running" ? secs(Date.now() / 1000 - t.created_at) + " so far" : "–";
   const facts = [
     ["strategy", t.strategy], ["model", t.model], ["answer", t.answer ?? "–"],
-    ["tokens prompt / reasoning / answer", tokenSplit(t.tokens)], ["time", secs(t.usage ? t.usage.seconds : null)],
+    ["tokens prompt / reasoning / answer", tokens], ["time", time],
     ["cost", usd(t.usage ? t.usage.usd : null)], ["budget", budgetText(t.budget)], ["started", when(t.created_at)],
   ];
   if (t.stopped_by) facts.push(["stopped by", t.stopped_by]);
