@@ -203,3 +203,29 @@ def test_ponder_ui_bad_input_is_one_line(tmp_path: Path) -> None:
             run = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
             assert run.returncode == 2, run
             assert message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_mounted_in_ponder_serve_shows_its_thinks(tmp_path: Path) -> None:
+    """The one line the server adds, on the real server app: a chat completion it answers
+    is a trace the viewer lists and shows, read through the server's own store."""
+    from fakes import ScriptedEngine
+    from ponder.server.app import create_app
+    from ponder.server.service import ServerConfig
+
+    engine = ScriptedEngine(["The answer is 7.", "I think 7.", "Maybe 8."])
+    app = create_app(ServerConfig(store=tmp_path / "traces.sqlite"), engine=engine)
+    app.include_router(router(lambda: app.state.service.store))  # the line `ponder serve` adds
+    body = {
+        "model": "self-consistency:n=3/ponder",
+        "messages": [{"role": "user", "content": "What is 3 + 4?"}],
+    }
+    with TestClient(app) as client:
+        reply = client.post("/v1/chat/completions", json=body)
+        assert reply.status_code == 200, reply.text
+        listed = client.get("/ui/api/traces").json()
+        assert listed["total"] == 1 and listed["rows"][0]["question"] == "What is 3 + 4?"
+        detail = client.get(f"/ui/api/traces/{listed['rows'][0]['id']}").json()
+        assert [n["answer"] for n in detail["nodes"] if n["kind"] == "sample"] == ["7", "7", "8"]
+        assert detail["answer"] == "7" and detail["status"] == "done"
+        assert "ui/static/app.js" in client.get("/").text
+        assert client.get("/ui/api/traces/nope").status_code == 404
