@@ -67,7 +67,9 @@ def test_list_row_has_tokens_cost_and_correctness(small: tuple[TestClient, Trace
     vote_trace(store, "What is 6 * 7?", ["42", "42", "41"], gold="42.0", usd=0.002)
     vote_trace(store, "What is 2 + 2?", ["5", "5"], gold="4")
     vote_trace(store, "No gold here", ["1"])
+    Writer(store, "Still thinking", problem={"gold": "3"})
     rows = {r["question"]: r for r in client.get("/ui/api/traces").json()["rows"]}
+    assert rows["Still thinking"]["correct"] is None and rows["Still thinking"]["tokens"] is None
     right = rows["What is 6 * 7?"]
     assert right["correct"] is True and right["answer"] == "42"
     assert right["tokens"] == {"prompt": 20, "reasoning": 10 + 11 + 12 - 10, "answer": 10}

@@ -146,7 +146,7 @@ def spend(path: str | Path, *, since: float | None = None, by: By | None = None)
 
 
 def _rows(path: Path, since: float | None) -> Iterable[tuple[Any, ...]]:
-    if not path.exists():
+    if not path.is_file():
         raise UsageError(f"no trace store at {path}")
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

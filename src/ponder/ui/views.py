@@ -57,7 +57,7 @@ def state(trace: TraceRecord) -> dict[str, Any]:
     return {
         "status": trace.status,
         "answer": trace.answer,
-        "correct": correct(trace.problem, trace.answer),
+        "correct": None if trace.status == "running" else correct(trace.problem, trace.answer),
         "tokens": tokens(trace),
         "usage": trace.usage,
         "stopped_by": trace.stopped_by,
