@@ -4,6 +4,7 @@ Screenshots go to a tmp dir (and to $PONDER_UI_SCREENSHOTS when set, for the doc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 
 from ponder.store import TraceStore
 from ponder.usage import spend
-from ui_traces import XSS, Writer, refine_trace, vote_trace
+from ui_traces import XSS, Writer, bulk_store, refine_trace, vote_trace
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -67,16 +68,24 @@ def viewer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
         "refine": refine_trace(store).id,
         "xss": vote_trace(store, PAYLOAD, [XSS[:20], "2"], texts=[PAYLOAD, XSS]).id,
     }
-    env = {**os.environ, "PONDER_HOME": str(root / "home")}
+    try:
+        with _ponder_ui(path, root / "home") as url:
+            yield Viewer(url, path, store, tmp_path_factory.mktemp("screens"), ids)
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def _ponder_ui(path: Path, home: Path) -> Iterator[str]:
+    """`ponder ui` over `path` on a free port, as a user starts it; yields its URL."""
+    env = {**os.environ, "PONDER_HOME": str(home)}
     command = [sys.executable, "-m", "ponder", "ui", "--store", str(path), "--port", "0"]
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        url = _wait_until_up(server)
-        yield Viewer(url, path, store, tmp_path_factory.mktemp("screens"), ids)
+        yield _wait_until_up(server)
     finally:
         server.terminate()
         server.wait(timeout=30)
-        store.close()
 
 
 def _wait_until_up(server: subprocess.Popen[str]) -> str:
@@ -186,6 +195,21 @@ def test_filter_by_strategy_and_status_and_page(viewer: Viewer, page: Page) -> N
     expect(page.locator("#count")).to_contain_text("51–63 of 63 traces · page 2 of 2")
     expect(page.locator("tr.trace-row").last).to_contain_text("What is 0 + 3?")
     assert "page=2" in page.url
+
+
+def test_paging_to_the_end_of_100k_traces(page: Page, tmp_path: Path) -> None:
+    bulk_store(tmp_path / "big.sqlite", 100_000)
+    with _ponder_ui(tmp_path / "big.sqlite", tmp_path / "home") as url:
+        page.goto(url + "/")
+        expect(page.locator("#count")).to_have_text("1–50 of 100,000 traces · page 1 of 2,000")
+        page.click("#last")
+        expect(page.locator("#count")).to_have_text("99,951–100,000 of 100,000 traces · page 2,000 of 2,000")
+        expect(page.locator("a.question").last).to_have_text("question 0")
+        page.click("#prev")
+        expect(page.locator("a.question").first).to_have_text("question 99")
+        page.fill("#f-text", "question 9999")
+        page.click("#f-go")  # 9999 and 99990..99999
+        expect(page.locator("#count")).to_have_text("1–11 of 11 traces · page 1 of 1")
 
 
 def test_refine_shows_verdict_feedback_and_decision(viewer: Viewer, page: Page) -> None:
