@@ -13,6 +13,8 @@ from ponder.cli import serve as _serve  # noqa: F401
 from ponder.cli import strategies as _strategies  # noqa: F401
 from ponder.cli import think as _think  # noqa: F401
 from ponder.cli import traces as _traces  # noqa: F401
+from ponder.cli import ui as _ui  # noqa: F401
+from ponder.cli import usage as _usage  # noqa: F401
 from ponder.cli import verify as _verify  # noqa: F401
 from ponder.cli.app import app
 from ponder.cli.errors import stderr
