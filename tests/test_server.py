@@ -437,6 +437,20 @@ def test_auth_required_and_constant_time_compared(tmp_path: Path) -> None:
     assert health.status_code == 200 and ok.data
 
 
+def test_the_viewer_page_is_open_and_its_data_needs_the_key(tmp_path: Path) -> None:
+    with running(tmp_path, ScriptedEngine(["Answer: 1"])) as srv:
+        answered = srv.client().chat.completions.create(model="ponder", messages=ask())
+        page = httpx.get(srv.base_url + "/")
+        script = httpx.get(srv.base_url + "/ui/static/app.js")
+        bare = httpx.get(srv.base_url + "/ui/api/traces")
+        keyed = httpx.get(srv.base_url + "/ui/api/traces", headers={"Authorization": "Bearer k"})
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert script.status_code == 200 and "Bearer" in script.text
+    assert bare.status_code == 401
+    trace_id = answered.model_extra["ponder"]["trace_id"]  # type: ignore[index]
+    assert keyed.status_code == 200 and [r["id"] for r in keyed.json()["rows"]] == [trace_id]
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+import ponder.ui
 from ponder.engines.base import Engine, EngineError
 from ponder.server.guards import Busy, Guard
 from ponder.server.jobs import Jobs
@@ -88,6 +89,7 @@ def create_app(
     app.add_middleware(Guard, api_key=config.api_key, max_body=config.max_body)
     _errors(app)
     _routes(app)
+    app.include_router(ponder.ui.router(lambda: app.state.service.store))  # the viewer, at /
     return app
 
 

@@ -20,7 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ponder.server.wire import ApiError
 
 access_log = logging.getLogger("ponder.server.access")
-OPEN_PATHS = ("/health",)
+# The viewer's page and assets hold no data (its API calls carry the key), so a browser can load them.
+OPEN_PATHS = ("/health", "/", "/ui/static/app.js", "/ui/static/style.css")
 
 
 async def _send_error(send: Send, error: ApiError) -> None:

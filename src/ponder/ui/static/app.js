@@ -31,8 +31,20 @@ function svg(tag, attrs, text) {
   return node;
 }
 
-async function api(path) {
-  const response = await fetch("ui/api/" + path, { headers: { Accept: "application/json" } });
+// A server started with --api-key guards its data (the page itself is open): ask for the
+// key once, keep it for this tab only, and send it as a Bearer token like any API client.
+async function api(path, asked = false) {
+  const headers = { Accept: "application/json" };
+  const key = sessionStorage.getItem("ponder-key");
+  if (key) headers.Authorization = "Bearer " + key;
+  const response = await fetch("ui/api/" + path, { headers });
+  if (response.status === 401 && !asked) {
+    const given = window.prompt("This ponder server needs its API key:");
+    if (given) {
+      sessionStorage.setItem("ponder-key", given.trim());
+      return api(path, true);
+    }
+  }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     const error = body.error || body.detail; // the viewer's {"error": text}, a server's {"error": {"message"}}
