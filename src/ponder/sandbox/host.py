@@ -143,7 +143,7 @@ async def _run(code: str, tests: str, limits: Limits, files: dict[str, str], mod
     nonce = secrets.token_hex(16)
     workdir = tempfile.mkdtemp(prefix="ponder-sandbox-")
     group = Cgroup.create(os.path.basename(workdir), limits.memory_mb, limits.max_processes) if is_root else None
-    result = SandboxResult(isolation=mode, cgroup=group is not None)
+    result = SandboxResult(isolation=mode, cgroup=group is not None, uid=uid, workdir=workdir)
     payload = {
         "files": {**files, "candidate.py": code, "test_candidate.py": tests},
         "nonce": nonce,
@@ -319,7 +319,9 @@ def _parse_records(raw: bytes, nonce: str, result: SandboxResult) -> None:
                 result.setup_error = f"pytest stopped early (exit code {rec.get('exit')})"
         elif kind == "exit":
             if rec.get("strays"):
-                result.leftovers.append(f"{rec['strays']} process(es) still running after the tests ended (killed)")
+                result.leftovers.append(f"{rec['strays']} process(es) still running after the tests ended")
+            if rec.get("ipc"):
+                result.leftovers.append(f"{rec['ipc']} SysV IPC object(s) at the end of the run")
             if "signal" in rec:
                 sig = int(rec["signal"])
                 name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)

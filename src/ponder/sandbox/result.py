@@ -71,6 +71,8 @@ class SandboxResult:
     isolation: str = ""
     cgroup: bool = False  # whole-sandbox limits applied
     leftovers: list[str] = field(default_factory=list)  # found after the run (and removed)
+    uid: int | None = None  # the run's own uid (random per run), for checks of what it left
+    workdir: str = ""  # host directory of the run (removed afterwards)
     missing: list[str] = field(default_factory=list)  # expected tests never reported
 
     @property
@@ -96,6 +98,7 @@ class SandboxResult:
             and self.setup_error is None
             and not self.leftovers
             and not self.missing
+            and not (self.timed_out or self.cpu_exceeded or self.memory_exceeded or self.output_exceeded)
             and self.n_counted > 0
             and self.n_passed == self.n_counted
         )
@@ -108,7 +111,7 @@ class SandboxResult:
             return "time limit exceeded: the run was killed"
         if self.cpu_exceeded:
             return "CPU time limit exceeded: the run was killed"
-        if self.memory_exceeded and not self.completed:
+        if self.memory_exceeded:
             return "memory limit exceeded: the run was killed"
         if self.output_exceeded:
             return "output limit exceeded: the run was killed"

@@ -172,21 +172,32 @@ def main(result_fd: int) -> None:  # pragma: no cover - runs inside the sandbox
         if got == pid:
             status = st
             break
-    strays = 0
-    if isolated:
+    strays = ipc = 0
+    if isolated:  # what would outlive the tests if the namespaces did not end with us
         strays = sum(1 for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid())
+        for kind in ("shm", "sem", "msg"):
+            with contextlib.suppress(OSError), open(f"/proc/sysvipc/{kind}") as f:
+                ipc += max(0, len(f.read().splitlines()) - 1)
         with contextlib.suppress(ProcessLookupError):
             os.kill(-1, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             while True:
                 os.wait()
-    rec: dict[str, Any] = {"kind": "exit", "strays": strays}
+    rec: dict[str, Any] = {"kind": "exit", "strays": strays, "ipc": ipc}
     if os.WIFSIGNALED(status):
         rec["signal"] = os.WTERMSIG(status)
     else:
         rec["code"] = os.waitstatus_to_exitcode(status)
     emit(rec)
     os._exit(0)
+
+
+# what candidates commonly import, loaded ahead in process mode (see _preload_pytest)
+_COMMON_MODULES = (
+    "bisect collections ctypes dataclasses datetime decimal fractions functools hashlib heapq "
+    "itertools json math multiprocessing operator random re socket statistics string "
+    "subprocess threading typing unicodedata"
+).split()
 
 
 def _preload_pytest(warm_up_in: str | None) -> None:
@@ -205,6 +216,9 @@ def _preload_pytest(warm_up_in: str | None) -> None:
     for name in ("_pytest.assertion.rewrite", "_pytest._io.saferepr", "asyncio", "pdb", "inspect"):
         importlib.import_module(name)
     if warm_up_in is not None:
+        for name in _COMMON_MODULES:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
         empty = os.path.join(warm_up_in, ".warm-up")
         os.mkdir(empty)
         saved = os.dup(1)
