@@ -14,13 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox_checks import assert_host_clean, processes_of, rss_kib, shm_keys
 
 from ponder.sandbox import Limits, SandboxResult, run_in_sandbox
 from ponder.verifiers.code import verdict_from_result
+from sandbox_checks import assert_host_clean, processes_of, rss_kib, shm_keys
 
 ADD = "def add(a, b):\n    return a + b\n"
-TESTS = "from candidate import add\n\ndef test_add():\n    assert add(1, 2) == 3\n\ndef test_neg():\n    assert add(-1, 1) == 0\n"
+TESTS = (
+    "from candidate import add\n\n"
+    "def test_add():\n    assert add(1, 2) == 3\n\n"
+    "def test_neg():\n    assert add(-1, 1) == 0\n"
+)
 WRONG_TESTS = "from candidate import add\n\ndef test_wrong():\n    assert add(2, 2) == 5\n"
 FAST = Limits(wall_seconds=10, cpu_seconds=5, memory_mb=512, max_processes=16)
 PROCESS = Limits(wall_seconds=10, cpu_seconds=5, memory_mb=512, max_processes=16, isolation="process")
@@ -113,7 +117,10 @@ async def test_pytests_own_skip_raised_by_the_candidate_is_a_failure() -> None:
 
 @pytest.mark.parametrize(
     "trick",
-    ["import pytest\npytest.skip('whole module', allow_module_level=True)\n", "import pytest\npytest.exit('bye', 0)\n"],
+    [
+        "import pytest\npytest.skip('whole module', allow_module_level=True)\n",
+        "import pytest\npytest.exit('bye', 0)\n",
+    ],
     ids=["module-skip", "pytest-exit"],
 )
 async def test_stopping_pytest_from_the_candidate_is_not_a_pass(trick: str) -> None:
@@ -145,7 +152,9 @@ async def test_patching_pytests_test_call_is_detected() -> None:
     assert not r.passed and "tampered" in (r.problem() or "")
 
 
-@pytest.mark.parametrize("exit_call", ["import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n", "raise SystemExit(0)\n"])
+@pytest.mark.parametrize(
+    "exit_call", ["import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n", "raise SystemExit(0)\n"]
+)
 async def test_exiting_before_the_tests_is_not_a_pass(exit_call: str, rss: int) -> None:
     r = await run(exit_call + ADD)
     assert not r.passed and r.n_passed == 0
@@ -160,7 +169,8 @@ async def test_exiting_inside_a_test_is_not_a_pass() -> None:
 
 async def test_records_without_the_nonce_are_ignored() -> None:
     forged = '{"kind": "test", "name": "test_wrong", "passed": true}\\n{"kind": "done", "exit": 0}\\n'
-    code = f"import os\nfor fd in range(3, 40):\n    try:\n        os.write(fd, b'{forged}')\n    except OSError:\n        pass\n"
+    code = "import os\nfor fd in range(3, 40):\n    try:\n"
+    code += f"        os.write(fd, b'{forged}')\n    except OSError:\n        pass\n"
     r = await run(code + "os._exit(0)\n", WRONG_TESTS)
     assert not r.passed and not r.completed and r.tests == []
 
@@ -198,7 +208,8 @@ async def test_an_infinite_loop_is_killed_at_the_wall_limit(rss: int) -> None:
 
 
 async def test_cpu_time_is_summed_over_all_processes(rss: int) -> None:
-    spin = "import os, time\nos.fork()\nos.fork()\nend = time.monotonic() + 30\nwhile time.monotonic() < end:\n    pass\n"
+    spin = "import os, time\nos.fork()\nos.fork()\n"
+    spin += "end = time.monotonic() + 30\nwhile time.monotonic() < end:\n    pass\n"
     r = await run(spin + ADD, limits=Limits(wall_seconds=30, cpu_seconds=2))
     assert not r.passed and r.cpu_exceeded and not r.timed_out
     assert_host_clean(r, rss)
@@ -255,7 +266,9 @@ async def test_printing_1_gb_is_capped(rss: int) -> None:
 
 
 async def test_filling_the_disk_stops_at_the_tmpfs_size(rss: int) -> None:
-    code = "with open('/tmp/big', 'wb') as f:\n    for _ in range(200):\n        f.write(b'x' * 2**20)\n" + ADD
+    code = (
+        "with open('/tmp/big', 'wb') as f:\n    for _ in range(200):\n        f.write(b'x' * 2**20)\n" + ADD
+    )
     r = await run(code, limits=Limits(tmpfs_mb=32, file_size_mb=512, memory_mb=512))
     assert not r.passed and ("No space left" in (r.setup_error or "") or r.memory_exceeded)
     assert_host_clean(r, rss)
@@ -276,7 +289,8 @@ async def test_the_view_holds_no_host_files(host_canary: Path) -> None:
     tests = (
         "import os\nfrom candidate import add\n\n"
         "def test_view():\n"
-        f"    for p in ({str(host_canary)!r}, {str(checkout)!r}, {str(checkout / '.git')!r}, '/home', '/work/wt'):\n"
+        f"    hidden = ({str(host_canary)!r}, {str(checkout)!r}, {str(checkout / '.git')!r})\n"
+        "    for p in (*hidden, '/home', '/work/wt'):\n"
         "        assert not os.path.exists(p), p\n"
         "    assert os.listdir('/tmp') == ['sandbox']\n"
         "    assert os.listdir('/root') in ([], ['.pyenv'])\n"
@@ -288,7 +302,9 @@ async def test_the_view_holds_no_host_files(host_canary: Path) -> None:
         "            continue\n"
         "        assert p == '/tmp/x', p\n"
     )
-    r = await run(ADD + f"import os\ntry:\n    os.remove({str(host_canary)!r})\nexcept OSError:\n    pass\n", tests)
+    r = await run(
+        ADD + f"import os\ntry:\n    os.remove({str(host_canary)!r})\nexcept OSError:\n    pass\n", tests
+    )
     assert r.passed, r.tests
     assert host_canary.read_text() == "untouched"
 

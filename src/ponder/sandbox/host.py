@@ -25,7 +25,6 @@ import tempfile
 import time
 import weakref
 from dataclasses import asdict
-from typing import Any
 
 from ponder.sandbox import leftovers
 from ponder.sandbox.cgroup import Cgroup
@@ -78,7 +77,11 @@ def expected_tests(tests: str) -> list[str]:
         if isinstance(node, funcs) and node.name.startswith("test"):
             names.append(node.name)
         elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
-            names += [f"{node.name}::{m.name}" for m in node.body if isinstance(m, funcs) and m.name.startswith("test")]
+            names += [
+                f"{node.name}::{m.name}"
+                for m in node.body
+                if isinstance(m, funcs) and m.name.startswith("test")
+            ]
     return names
 
 
@@ -142,7 +145,9 @@ async def _run(code: str, tests: str, limits: Limits, files: dict[str, str], mod
     uid = random.randint(1_000_000, 1_999_999_999) if is_root else None
     nonce = secrets.token_hex(16)
     workdir = tempfile.mkdtemp(prefix="ponder-sandbox-")
-    group = Cgroup.create(os.path.basename(workdir), limits.memory_mb, limits.max_processes) if is_root else None
+    group = (
+        Cgroup.create(os.path.basename(workdir), limits.memory_mb, limits.max_processes) if is_root else None
+    )
     result = SandboxResult(isolation=mode, cgroup=group is not None, uid=uid, workdir=workdir)
     payload = {
         "files": {**files, "candidate.py": code, "test_candidate.py": tests},
@@ -186,7 +191,7 @@ async def _run(code: str, tests: str, limits: Limits, files: dict[str, str], mod
     except BaseException:
         os.close(read_fd)
         os.close(write_fd)
-        _teardown(None, group, uid, workdir, result)
+        _teardown(group, uid, workdir, result)
         raise
     os.close(write_fd)
     loop = asyncio.get_running_loop()
@@ -195,8 +200,12 @@ async def _run(code: str, tests: str, limits: Limits, files: dict[str, str], mod
         lambda: asyncio.StreamReaderProtocol(results_reader), os.fdopen(read_fd, "rb", buffering=0)
     )
     over, cpu_over = asyncio.Event(), asyncio.Event()
-    out_task = asyncio.create_task(_read_capped(proc.stdout, limits.max_output_bytes, limits.kill_output_bytes, over))
-    err_task = asyncio.create_task(_read_capped(proc.stderr, limits.max_output_bytes, limits.kill_output_bytes, over))
+    out_task = asyncio.create_task(
+        _read_capped(proc.stdout, limits.max_output_bytes, limits.kill_output_bytes, over)
+    )
+    err_task = asyncio.create_task(
+        _read_capped(proc.stderr, limits.max_output_bytes, limits.kill_output_bytes, over)
+    )
     res_task = asyncio.create_task(_read_capped(results_reader, 2**23, 2**23, asyncio.Event()))
     cpu_task = asyncio.create_task(_watch_cpu(group, limits.cpu_seconds, cpu_over)) if group else None
     try:
@@ -210,8 +219,8 @@ async def _run(code: str, tests: str, limits: Limits, files: dict[str, str], mod
         done, _ = await asyncio.wait(
             {wait_task, *stops}, timeout=limits.wall_seconds, return_when=asyncio.FIRST_COMPLETED
         )
-        for task in stops:
-            task.cancel()
+        for stop in stops:
+            stop.cancel()
         if wait_task not in done:
             result.output_exceeded = over.is_set()
             result.cpu_exceeded = cpu_over.is_set() and not result.output_exceeded
@@ -231,19 +240,19 @@ async def _run(code: str, tests: str, limits: Limits, files: dict[str, str], mod
             group.kill_all()
         if uid is not None:
             leftovers.kill_uid(uid)
-        for task in (out_task, err_task, res_task):
+        for reader in (out_task, err_task, res_task):
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), timeout=2.0)
+                await asyncio.wait_for(asyncio.shield(reader), timeout=2.0)
     finally:
-        for task in (out_task, err_task, res_task, *([cpu_task] if cpu_task else [])):
-            task.cancel()
+        for pending in (out_task, err_task, res_task, *([cpu_task] if cpu_task else [])):
+            pending.cancel()
         transport.close()
         _kill_group(proc.pid)  # also on cancellation: nothing of the run may outlive it
         # Close the subprocess transport while its loop runs, not later from the collector.
         subprocess_transport = getattr(proc, "_transport", None)
         if subprocess_transport is not None:
             subprocess_transport.close()
-        _teardown(proc.pid, group, uid, workdir, result)
+        _teardown(group, uid, workdir, result)
     result.seconds = time.monotonic() - start
     result.stdout = _task_bytes(out_task).decode(errors="replace")
     result.stderr = _task_bytes(err_task).decode(errors="replace")
@@ -255,7 +264,7 @@ async def _run(code: str, tests: str, limits: Limits, files: dict[str, str], mod
     return result
 
 
-def _teardown(pid: int | None, group: Cgroup | None, uid: int | None, workdir: str, result: SandboxResult) -> None:
+def _teardown(group: Cgroup | None, uid: int | None, workdir: str, result: SandboxResult) -> None:
     """Kill, remove and check: what survives or had to be removed goes to `result.leftovers`."""
     found = result.leftovers
     if group is not None:
@@ -267,8 +276,8 @@ def _teardown(pid: int | None, group: Cgroup | None, uid: int | None, workdir: s
         if stuck := group.remove():
             found.append(f"cgroup could not be removed: {', '.join(stuck)}")
     if uid is not None:
-        if survivors := leftovers.kill_uid(uid):
-            found.append(f"{len(survivors)} process(es) of the sandbox uid survived the kill")
+        if stragglers := leftovers.kill_uid(uid):
+            found.append(f"{len(stragglers)} process(es) of the sandbox uid survived the kill")
         if ipc := leftovers.ipc_objects(uid):
             leftovers.remove_ipc(ipc)
             found.append("SysV IPC objects: " + ", ".join(f"{k} {i}" for k, i in ipc))

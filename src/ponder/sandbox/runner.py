@@ -24,7 +24,6 @@ import json
 import os
 import signal
 import sys
-import time
 from typing import Any
 
 WORK = "/tmp/sandbox"
@@ -193,11 +192,11 @@ def main(result_fd: int) -> None:  # pragma: no cover - runs inside the sandbox
 
 
 # what candidates commonly import, loaded ahead in process mode (see _preload_pytest)
-_COMMON_MODULES = (
-    "bisect collections ctypes dataclasses datetime decimal fractions functools hashlib heapq "
-    "itertools json math multiprocessing operator random re socket statistics string "
-    "subprocess threading typing unicodedata"
-).split()
+_COMMON_MODULES = [
+    *("bisect", "collections", "ctypes", "dataclasses", "datetime", "decimal", "fractions", "functools"),
+    *("hashlib", "heapq", "itertools", "json", "math", "multiprocessing", "operator", "random", "re"),
+    *("socket", "statistics", "string", "subprocess", "threading", "typing", "unicodedata"),
+]
 
 
 def _preload_pytest(warm_up_in: str | None) -> None:
@@ -262,7 +261,9 @@ def _test_process(payload: dict[str, Any], work: str, result_fd: int) -> None:  
     import pytest
 
     from_here = os.path.abspath(__file__)
-    reporter = Reporter(emit, os.path.join(work, "test_candidate.py"), limits.get("per_test_seconds"), from_here)
+    reporter = Reporter(
+        emit, os.path.join(work, "test_candidate.py"), limits.get("per_test_seconds"), from_here
+    )
     args = [
         "test_candidate.py",
         "-q",
@@ -358,7 +359,9 @@ class Reporter:
 
     def pytest_collectreport(self, report: Any) -> None:
         if report.failed:
-            self.emit({"kind": "setup", "error": _trim(f"collecting the tests failed:\n{report.longreprtext}")})
+            self.emit(
+                {"kind": "setup", "error": _trim(f"collecting the tests failed:\n{report.longreprtext}")}
+            )
 
     def pytest_collection_modifyitems(self, items: list[Any]) -> None:
         self.collected = len(items)
