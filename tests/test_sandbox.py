@@ -5,6 +5,10 @@ test_sandbox_hostile.py."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -179,3 +183,16 @@ async def test_process_mode_runs_pytest_and_warns(monkeypatch: pytest.MonkeyPatc
     verdict = verdict_from_result(r)
     assert verdict.passed and "NOT ISOLATED" in verdict.feedback
     assert_host_clean(r)
+
+
+def test_ponder_verify_prints_the_isolation_warning(tmp_path: Path) -> None:
+    (tmp_path / "c.py").write_text(ADD)
+    (tmp_path / "t.py").write_text(TESTS)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PONDER_HOME": str(tmp_path / "home"), "PYTHONPATH": src}
+    argv = [sys.executable, "-m", "ponder", "verify", "c.py", "--tests", "t.py"]
+    for mode, warned in (("process", True), ("auto", False)):
+        env["PONDER_SANDBOX_ISOLATION"] = mode
+        out = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("PASSED") and ("NOT ISOLATED" in out.stdout) is warned

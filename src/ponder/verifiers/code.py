@@ -120,8 +120,10 @@ def feedback_text(result: SandboxResult) -> str:
 
 
 def verdict_from_result(result: SandboxResult) -> Verdict:
-    """A test the run never reported (it crashed or timed out mid-way) counts as failed."""
-    counted = result.n_counted if result.completed else result.n_counted + 1
+    """A test the run never reported (it crashed or timed out mid-way) counts as failed: the
+    tests file names it (`missing`), or, when it could not be read, one more is assumed."""
+    unknown = not result.completed and not result.missing
+    counted = result.n_counted + 1 if unknown else result.n_counted
     score = result.n_passed / counted if counted and result.setup_error is None else 0.0
     if result.leftovers:
         score = 0.0
