@@ -7,22 +7,18 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
 from pathlib import Path
 
 from ponder.sandbox import SandboxResult
 
 
 def processes_of(uid: int) -> list[int]:
-    pids = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if str(uid) in fields["Uid"].split() and fields["State"].split()[0] not in ("Z", "X"):
-            pids.append(int(pid))
-    return pids
+    """Live processes of `uid` as `ps` sees them (zombies excluded)."""
+    out = subprocess.run(["ps", "-eo", "pid=,euid=,ruid=,stat="], capture_output=True, text=True, check=True)
+    rows = [line.split() for line in out.stdout.splitlines()]
+    mine = [(pid, stat) for pid, euid, ruid, stat in rows if str(uid) in (euid, ruid)]
+    return [int(pid) for pid, stat in mine if not stat.startswith("Z")]
 
 
 def ipc_rows(kind: str) -> list[dict[str, str]]:
