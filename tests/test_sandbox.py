@@ -172,7 +172,7 @@ async def test_no_silent_fallback_when_namespaces_are_missing(monkeypatch: pytes
     assert not verdict.passed and "cannot isolate" in verdict.feedback
     monkeypatch.setenv("PONDER_SANDBOX_ISOLATION", "process")
     assert isolation_mode() == "process"
-    with pytest.raises(ValueError, match="unknown sandbox isolation"):
+    with pytest.raises(SandboxUnavailable, match="unknown sandbox isolation"):
         isolation_mode(Limits(isolation="bogus"))
 
 

@@ -8,6 +8,7 @@ import os
 import random
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 
 from ponder.sandbox import Limits, SandboxResult, run_in_sandbox
 from ponder.verifiers.code import verdict_from_result
-from sandbox_checks import assert_host_clean, processes_of, rss_kib, shm_keys
+from sandbox_checks import assert_host_clean, cgroup_dirs_named, processes_of, rss_kib, shm_keys
 
 ADD = "def add(a, b):\n    return a + b\n"
 TESTS = (
@@ -395,3 +396,49 @@ async def test_process_mode_says_it_is_not_isolated_in_every_verdict() -> None:
         assert r.isolation == "process" and not r.isolated
         assert "NOT ISOLATED" in verdict.feedback and verdict.details["isolated"] is False
     assert processes_of(r.uid or -1) == []
+
+
+async def test_a_killed_host_leaves_no_run_behind() -> None:
+    """The sandbox's init bounds the run by its wall limit (+5 s) even when nobody is left to
+    kill it, and the candidate writes nothing that would fail on the closed pipes."""
+    script = (
+        "import asyncio, sys\n"
+        "from ponder.sandbox import Limits, host, run_in_sandbox\n"
+        "real = host.random.randint\n"
+        "def randint(a, b):\n"
+        "    uid = real(a, b)\n"
+        "    print(uid, flush=True)\n"
+        "    return uid\n"
+        "host.random.randint = randint\n"
+        "made = host.tempfile.mkdtemp\n"
+        "host.tempfile.mkdtemp = lambda **kw: print(d := made(**kw), flush=True) or d\n"
+        "quiet = 'import os, time\\nfor fd in (1, 2):\\n'\n"
+        "quiet += '    os.dup2(os.open(os.devnull, os.O_WRONLY), fd)\\n'\n"
+        "asyncio.run(run_in_sandbox(quiet + 'time.sleep(120)\\n', 'import candidate\\n',\n"
+        "                           Limits(wall_seconds=2)))\n"
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": src}
+    )
+    assert proc.stdout is not None
+    uid = int(proc.stdout.readline())
+    workdir = proc.stdout.readline().decode().strip()
+    deadline = time.monotonic() + 30
+    while not processes_of(uid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_of(uid)  # the test process runs as the uid
+    proc.kill()
+    proc.wait()
+    while processes_of(uid) and time.monotonic() < deadline + 30:
+        time.sleep(0.2)
+    assert processes_of(uid) == []
+    # what a host killed mid-run cannot remove itself: its empty directory and cgroups
+    for d in [workdir, *cgroup_dirs_named(os.path.basename(workdir))]:
+        while True:  # a cgroup is busy for a moment after its last process exits
+            try:
+                os.rmdir(d)
+                break
+            except OSError:
+                assert time.monotonic() < deadline + 40
+                time.sleep(0.1)

@@ -171,18 +171,21 @@ class Cgroup:
             time.sleep(0.02)
         return self.pids()
 
-    def remove(self) -> list[str]:
-        """Delete the run's cgroup directories; the ones that would not go (busy) are named."""
+    def remove(self, patience: float = 5.0) -> list[str]:
+        """Delete the run's cgroup directories (busy for a moment after the last process
+        exits); the ones still there after `patience` seconds are named."""
         stuck = []
+        deadline = time.monotonic() + patience
         for d in self.dirs.values():
-            for _ in range(50):
+            while True:
                 try:
                     d.rmdir()
                     break
                 except FileNotFoundError:
                     break
                 except OSError:
+                    if time.monotonic() > deadline:
+                        stuck.append(str(d))
+                        break
                     time.sleep(0.02)
-            else:
-                stuck.append(str(d))
         return stuck

@@ -238,7 +238,7 @@ async def _run(code: str, tests: str, limits: Limits, files: dict[str, str], mod
         _kill_group(proc.pid)
         if group:
             group.kill_all()
-        if uid is not None:
+        elif uid is not None:  # strays of the uid may hold the pipes open
             leftovers.kill_uid(uid)
         for reader in (out_task, err_task, res_task):
             with contextlib.suppress(asyncio.TimeoutError):

@@ -15,19 +15,28 @@ mounts itself, so this path works wherever namespaces do.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 
-from ponder.sandbox.result import ISOLATED, NOT_ISOLATED, Limits, isolation_setting
+from ponder.sandbox.result import ISOLATED, NOT_ISOLATED, Limits
 
 _works: bool | None = None
 
 
 class SandboxUnavailable(RuntimeError):
     """Namespaces are not available here and process mode was not asked for."""
+
+
+def isolation_setting(limits: Limits) -> str:
+    """The requested mode: "auto", "namespaces" or "process" (parameter over environment)."""
+    value = limits.isolation or os.environ.get("PONDER_SANDBOX_ISOLATION") or "auto"
+    if value not in ("auto", ISOLATED, NOT_ISOLATED):
+        raise SandboxUnavailable(f"unknown sandbox isolation {value!r}: use auto, namespaces or process")
+    return value
 
 
 def unshare_argv() -> list[str]:
@@ -65,6 +74,7 @@ def isolation_mode(limits: Limits | None = None) -> str:
     )
 
 
+@functools.cache
 def python_binds() -> list[str]:
     """Host directories the view binds read-only: the Python installation (venv and base)
     and wherever pytest and its dependencies live; outermost only, /usr being there anyway."""

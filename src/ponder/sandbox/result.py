@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -133,11 +132,3 @@ class SandboxResult:
         d = asdict(self)
         d.update(passed=self.passed, n_passed=self.n_passed, n_tests=self.n_counted)
         return d
-
-
-def isolation_setting(limits: Limits) -> str:
-    """The requested mode: "auto", "namespaces" or "process" (parameter over environment)."""
-    value = limits.isolation or os.environ.get("PONDER_SANDBOX_ISOLATION") or "auto"
-    if value not in ("auto", ISOLATED, NOT_ISOLATED):
-        raise ValueError(f"unknown sandbox isolation {value!r}: use auto, namespaces or process")
-    return value

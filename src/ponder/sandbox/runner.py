@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -151,6 +152,7 @@ def main(result_fd: int) -> None:  # pragma: no cover - runs inside the sandbox
         build_root(payload["workdir"], payload["binds"], uid or 0, int(limits["tmpfs_mb"]))
         work = WORK
         os.mkdir(work, 0o700)
+        socket.sethostname("sandbox")  # not the host's name (UTS namespace)
     else:
         work = payload["workdir"]
     write_files(work, payload["files"], uid)
@@ -162,6 +164,9 @@ def main(result_fd: int) -> None:  # pragma: no cover - runs inside the sandbox
             _test_process(payload, work, result_fd)
         finally:
             os._exit(70)
+    # The host enforces the wall limit; this bound holds even if the host dies first.
+    signal.signal(signal.SIGALRM, lambda *_: os.kill(pid, signal.SIGKILL))
+    signal.alarm(int(float(limits["wall_seconds"])) + 5)
     status = 0
     while True:  # as pid 1 of the namespace, also reap orphans
         try:
@@ -287,8 +292,6 @@ def _test_process(payload: dict[str, Any], work: str, result_fd: int) -> None:  
 
 def _no_network(event: str, args: tuple[Any, ...]) -> None:
     """Process mode only, and easy to get around (ctypes): a speed bump, not isolation."""
-    import socket
-
     if event == "socket.__new__" and len(args) > 1 and args[1] == socket.AF_UNIX:
         return  # asyncio's self-pipe and multiprocessing need it
     if event in ("socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo"):
