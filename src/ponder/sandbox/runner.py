@@ -8,7 +8,7 @@ Standard library only until the test process imports pytest; nothing from ponder
   many other processes were still alive, kills them and exits, which tears the namespaces
   (and with them every SysV IPC object and mount of the run) down.
 - The test process drops to the run's unprivileged uid, sets per-process rlimits and runs
-  real pytest with `Reporter`, which writes one JSON record per test to FD, each carrying
+  real pytest with `reporter.Reporter`, which writes one JSON record per test to FD, each carrying
   the run's nonce. The host counts only those records.
 
 The view (namespace mode): a fresh tmpfs root holding /usr (and the /bin, /lib links), the
@@ -28,7 +28,6 @@ import sys
 from typing import Any
 
 WORK = "/tmp/sandbox"
-_TRIM = 2000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
 _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
@@ -148,6 +147,7 @@ def main(result_fd: int) -> None:  # pragma: no cover - runs inside the sandbox
             f.write("0")
     uid, limits = payload["uid"], payload["limits"]
     isolated = payload["mode"] == "namespaces"
+    _load_reporter()  # from the host's tree, which the view no longer holds
     if isolated:
         build_root(payload["workdir"], payload["binds"], uid or 0, int(limits["tmpfs_mb"]))
         work = WORK
@@ -202,6 +202,24 @@ _COMMON_MODULES = [
     *("hashlib", "heapq", "itertools", "json", "math", "multiprocessing", "operator", "random", "re"),
     *("socket", "statistics", "string", "subprocess", "threading", "typing", "unicodedata"),
 ]
+
+
+_REPORTER: Any = None
+
+
+def _load_reporter() -> None:
+    """reporter.py, next to this file, by path (`python -I` puts no directory on sys.path)."""
+    global _REPORTER
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location(
+        "ponder_sandbox_reporter", os.path.join(here, "reporter.py")
+    )
+    assert spec is not None and spec.loader is not None
+    _REPORTER = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = _REPORTER
+    spec.loader.exec_module(_REPORTER)
 
 
 def _preload_pytest(warm_up_in: str | None) -> None:
@@ -265,17 +283,14 @@ def _test_process(payload: dict[str, Any], work: str, result_fd: int) -> None:  
     emit = _emitter(result_fd, payload["nonce"])
     import pytest
 
-    from_here = os.path.abspath(__file__)
-    reporter = Reporter(
-        emit, os.path.join(work, "test_candidate.py"), limits.get("per_test_seconds"), from_here
-    )
+    test_path = os.path.join(work, "test_candidate.py")
+    reporter = _REPORTER.Reporter(emit, test_path, limits.get("per_test_seconds"))
     args = [
         "test_candidate.py",
         "-q",
         "--no-header",
         "--tb=short",
-        "-p",
-        "no:cacheprovider",
+        *("-p", "no:cacheprovider", "-p", "no:doctest", "-p", "no:junitxml", "-p", "no:pastebin"),
         "--import-mode=importlib",
         f"--rootdir={work}",
         "-c",
@@ -296,143 +311,6 @@ def _no_network(event: str, args: tuple[Any, ...]) -> None:
         return  # asyncio's self-pipe and multiprocessing need it
     if event in ("socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo"):
         raise PermissionError("network access is disabled in the sandbox")
-
-
-def _trim(text: str, limit: int = _TRIM) -> str:
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return text[:half] + "\n...\n" + text[-half:]
-
-
-class Reporter:
-    """pytest plugin: one record per test (at its teardown), with the failing `==`'s two
-    sides. Guards: a test must come from the tests file, a skip raised while the test body
-    runs counts as a failure (the candidate can raise pytest's skip exception), and the
-    functions pytest runs tests through must be the ones it started with."""
-
-    def __init__(self, emit: Any, test_path: str, per_test: float | None, runner_path: str) -> None:
-        self.emit = emit
-        self.test_path = test_path
-        self.per_test = per_test
-        self.runner_path = runner_path
-        self.collected = 0
-        self.current: dict[str, Any] = {}
-        self.compare: tuple[str, str] | None = None
-        self.guarded: dict[str, tuple[Any, Any]] = {}
-
-    def _guard_targets(self) -> dict[str, Any]:
-        import inspect
-
-        import _pytest.python
-        import _pytest.reports
-        import _pytest.runner
-
-        return {
-            "runtest": _pytest.python.Function.runtest,
-            "pyfunc_call": _pytest.python.pytest_pyfunc_call,
-            "call_and_report": _pytest.runner.call_and_report,
-            "from_call": _pytest.runner.CallInfo.from_call,
-            "from_item_and_call": _pytest.reports.TestReport.from_item_and_call,
-            "isfunction": inspect.isfunction,
-            "logreport": Reporter.pytest_runtest_logreport,
-            "emit": self.emit,
-        }
-
-    def _guards(self) -> dict[str, tuple[Any, Any]]:
-        """Each guarded function and its code object (classmethods unwrapped)."""
-        out = {}
-        for key, fn in self._guard_targets().items():
-            fn = getattr(fn, "__func__", fn)
-            out[key] = (fn, getattr(fn, "__code__", None))
-        return out
-
-    def _tampered(self) -> list[str]:
-        now = self._guards()
-        return [k for k, (fn, code) in self.guarded.items() if now[k][0] is not fn or now[k][1] is not code]
-
-    def pytest_configure(self, config: Any) -> None:
-        self.guarded = self._guards()
-        if self.per_test:
-
-            def on_alarm(signum: int, frame: Any) -> None:
-                raise TimeoutError(f"test exceeded {self.per_test} s")
-
-            signal.signal(signal.SIGALRM, on_alarm)
-
-    def pytest_collectreport(self, report: Any) -> None:
-        if report.failed:
-            self.emit(
-                {"kind": "setup", "error": _trim(f"collecting the tests failed:\n{report.longreprtext}")}
-            )
-
-    def pytest_collection_modifyitems(self, items: list[Any]) -> None:
-        self.collected = len(items)
-        for item in items:
-            fn = getattr(item, "function", None)
-            where = getattr(getattr(fn, "__code__", None), "co_filename", None)
-            if where != self.test_path:
-                self.emit({"kind": "tampered", "error": f"{item.nodeid} does not come from the tests file"})
-
-    def pytest_assertrepr_compare(self, config: Any, op: str, left: Any, right: Any) -> None:
-        if op == "==":
-            from _pytest._io.saferepr import saferepr
-
-            self.compare = (saferepr(left, maxsize=300), saferepr(right, maxsize=300))
-
-    def pytest_pyfunc_call(self, pyfuncitem: Any) -> bool | None:
-        """Run `async def` tests with asyncio (no pytest-asyncio in here)."""
-        import inspect
-
-        if not inspect.iscoroutinefunction(pyfuncitem.obj):
-            return None
-        import asyncio
-
-        argnames = pyfuncitem._fixtureinfo.argnames
-        asyncio.run(pyfuncitem.obj(**{a: pyfuncitem.funcargs[a] for a in argnames}))
-        return True
-
-    def pytest_runtest_call(self, item: Any) -> None:
-        if self.per_test:
-            signal.setitimer(signal.ITIMER_REAL, float(self.per_test))
-
-    def pytest_runtest_logreport(self, report: Any) -> None:
-        if self.per_test and report.when == "call":
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        name = report.nodeid.split("::", 1)[-1]
-        rec = self.current
-        if report.when == "setup":
-            rec.clear()
-            self.compare = None
-            rec.update(kind="test", name=name, passed=False, skipped=False, error="", seconds=0.0)
-        rec["seconds"] = round(rec.get("seconds", 0.0) + report.duration, 4)
-        if report.when == "setup" and report.skipped:
-            rec["skipped"] = True
-            rec["error"] = _trim(str(report.longrepr[-1] if isinstance(report.longrepr, tuple) else ""))
-        elif report.when == "call":
-            if report.passed:
-                rec["passed"] = True
-            elif report.skipped and not hasattr(report, "wasxfail"):
-                rec["error"] = "the test was skipped while running: counted as failed"
-            elif report.skipped:
-                rec["skipped"] = True  # an expected failure (xfail mark)
-        if report.failed:
-            rec["passed"] = False
-            where = "" if report.when == "call" else f"error in {report.when}: "
-            text = where + report.longreprtext
-            out = report.capstdout.strip()
-            if out:
-                text += "\n--- captured stdout ---\n" + _trim(out, 500)
-            rec["error"] = _trim((rec["error"] + "\n" + text).strip())
-            if report.when == "call" and self.compare:
-                rec["got"], rec["expected"] = self.compare
-        if report.when == "teardown":
-            tampered = self._tampered()
-            if tampered:
-                rec["passed"] = False
-                rec["error"] = "the test runner was tampered with: " + ", ".join(tampered)
-                self.emit({"kind": "tampered", "error": rec["error"]})
-            self.emit(dict(rec))
 
 
 if __name__ == "__main__":  # pragma: no cover
