@@ -442,3 +442,21 @@ async def test_a_killed_host_leaves_no_run_behind() -> None:
             except OSError:
                 assert time.monotonic() < deadline + 40
                 time.sleep(0.1)
+
+
+async def test_no_open_descriptor_leads_out_of_the_view() -> None:
+    """An inherited directory descriptor would let the candidate walk the host's tree."""
+    tests = (
+        "import os, stat\nimport candidate\n\n"
+        "def test_fds():\n"
+        "    for fd in map(int, os.listdir('/proc/self/fd')):\n"
+        "        try:\n"
+        "            st, target = os.fstat(fd), os.readlink(f'/proc/self/fd/{fd}')\n"
+        "        except OSError:\n"
+        "            continue\n"
+        "        assert not stat.S_ISDIR(st.st_mode) or target.startswith('/proc'), (fd, target)\n"
+        "        inside = ('pipe:', 'anon_inode:', '/dev/', '/tmp/', '/proc/')\n"
+        "        assert target.startswith(inside), (fd, target)\n"
+    )
+    r = await run(ADD, tests)
+    assert r.passed, r.tests

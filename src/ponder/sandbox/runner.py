@@ -140,8 +140,6 @@ def _emitter(fd: int, nonce: str) -> Any:
 
 def main(result_fd: int) -> None:  # pragma: no cover - runs inside the sandbox
     payload = json.loads(sys.stdin.buffer.read())
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
     for procs in payload["cgroup_procs"]:
         with open(procs, "w") as f:
             f.write("0")
@@ -156,6 +154,9 @@ def main(result_fd: int) -> None:  # pragma: no cover - runs inside the sandbox
     else:
         work = payload["workdir"]
     write_files(work, payload["files"], uid)
+    devnull = os.open(os.devnull, os.O_RDONLY)  # the view's: no descriptor into the host's tree
+    os.dup2(devnull, 0)
+    os.close(devnull)
     emit = _emitter(result_fd, payload["nonce"])
     _preload_pytest(work if not isolated else None)
     pid = os.fork()
@@ -164,8 +165,13 @@ def main(result_fd: int) -> None:  # pragma: no cover - runs inside the sandbox
             _test_process(payload, work, result_fd)
         finally:
             os._exit(70)
+
     # The host enforces the wall limit; this bound holds even if the host dies first.
-    signal.signal(signal.SIGALRM, lambda *_: os.kill(pid, signal.SIGKILL))
+    def overdue(*_: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    signal.signal(signal.SIGALRM, overdue)
     signal.alarm(int(float(limits["wall_seconds"])) + 5)
     status = 0
     while True:  # as pid 1 of the namespace, also reap orphans
@@ -176,6 +182,7 @@ def main(result_fd: int) -> None:  # pragma: no cover - runs inside the sandbox
         if got == pid:
             status = st
             break
+    signal.alarm(0)
     strays = ipc = 0
     if isolated:  # what would outlive the tests if the namespaces did not end with us
         strays = sum(1 for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid())
