@@ -205,9 +205,9 @@ def main(result_fd: int) -> None:  # pragma: no cover - runs inside the sandbox
 
 # what candidates commonly import, loaded ahead in process mode (see _preload_pytest)
 _COMMON_MODULES = [
-    *("bisect", "collections", "ctypes", "dataclasses", "datetime", "decimal", "fractions", "functools"),
-    *("hashlib", "heapq", "itertools", "json", "math", "multiprocessing", "operator", "random", "re"),
-    *("socket", "statistics", "string", "subprocess", "threading", "typing", "unicodedata"),
+    *("asyncio", "bisect", "collections", "ctypes", "dataclasses", "datetime", "decimal", "fractions"),
+    *("functools", "hashlib", "heapq", "itertools", "json", "math", "multiprocessing", "operator"),
+    *("random", "re", "socket", "statistics", "string", "subprocess", "threading", "typing", "unicodedata"),
 ]
 
 
@@ -242,7 +242,7 @@ def _preload_pytest(warm_up_in: str | None) -> None:
     for name in _pytest.config.default_plugins:
         with contextlib.suppress(ImportError):
             importlib.import_module(f"_pytest.{name}")
-    for name in ("_pytest.assertion.rewrite", "_pytest._io.saferepr", "asyncio", "pdb", "inspect"):
+    for name in ("_pytest.assertion.rewrite", "_pytest._io.saferepr", "pdb", "inspect"):
         importlib.import_module(name)
     if warm_up_in is not None:
         for name in _COMMON_MODULES:
