@@ -79,6 +79,11 @@ class Reporter:
                 {"kind": "setup", "error": _trim(f"collecting the tests failed:\n{report.longreprtext}")}
             )
 
+    def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
+        """E.g. `sys.exit()` while pytest imports the tests: say what, and where (the end)."""
+        tail = "\n".join(str(excrepr).splitlines()[-6:])
+        self.emit({"kind": "setup", "error": _trim(f"pytest stopped by an internal error:\n{tail}")})
+
     def pytest_collection_modifyitems(self, items: list[Any]) -> None:
         self.collected = len(items)
         for item in items:
