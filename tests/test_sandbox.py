@@ -196,3 +196,18 @@ def test_ponder_verify_prints_the_isolation_warning(tmp_path: Path) -> None:
         out = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("PASSED") and ("NOT ISOLATED" in out.stdout) is warned
+
+
+async def test_without_a_cgroup_the_rlimits_still_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented fallback where no cgroup is writable: per-process limits and the pid
+    namespace contain a fork bomb and a big allocation; the result says no cgroup was used."""
+    monkeypatch.setattr(host.Cgroup, "create", classmethod(lambda cls, *a: None))
+    r = await run_in_sandbox(ADD, TESTS)
+    assert r.passed and not r.cgroup and r.cpu_seconds is None
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    r = await run_in_sandbox(bomb, TESTS, Limits(wall_seconds=3, max_processes=16))
+    assert not r.passed
+    assert_host_clean(r)
+    r = await run_in_sandbox("blob = bytearray(10 * 1024**3)\n" + ADD, TESTS)
+    assert not r.passed and "MemoryError" in (r.setup_error or "")
+    assert_host_clean(r)
