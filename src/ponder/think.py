@@ -20,6 +20,7 @@ from ponder.engines.base import Engine
 from ponder.problem import Problem
 from ponder.store import TraceStore, default_store_path
 from ponder.strategies import Strategy, parse_strategy
+from ponder.strategies.base import DEFAULT_STRATEGY
 from ponder.trace import Listener, Store, Trace, TraceStatus
 from ponder.verifiers.base import Verifier
 from ponder.verifiers.code import UnitTests
@@ -104,7 +105,7 @@ def as_problem(question: str | Problem | Sequence[Mapping[str, Any]]) -> Problem
 async def athink(
     question: str | Problem | Sequence[Mapping[str, Any]],
     *,
-    strategy: str | Strategy = "self-consistency",
+    strategy: str | Strategy = DEFAULT_STRATEGY,
     budget: Budget | str | None = None,
     engine: Engine | None = None,
     verifier: Verifier | None = None,
