@@ -24,7 +24,7 @@ PARTS = 5
 #: tools given as a bare name that run as `python -m TOOL` (their scripts may not be on PATH)
 MODULE_TOOLS = ("pytest", "ruff", "mypy", "pyflakes", "pylint", "black", "flake8")
 _MARK = re.compile(r"<<<ponder-out (\d+) (\d+)>>>\n?(.*?)<<<end>>>", re.DOTALL)
-_E_PREFIX = re.compile(r"^E {3}", re.MULTILINE)
+_E_PREFIX = re.compile(r"^E {3}(?: {2})?", re.MULTILINE)  # pytest indents a message's later lines by 2
 
 
 @dataclass(frozen=True)
