@@ -208,3 +208,23 @@ async def test_best_of_n_and_refine_use_a_code_problems_tests_without_extra_argu
     problem = Problem(PROMPT, format="code", tests=visible_tests(PROMPT, "double"), entry_point="double")
     answer = await athink(problem, strategy=spec, engine=ScriptedEngine([WRONG, RIGHT]), store=False)
     assert "x * 2" in answer.response and answer.score == 1.0
+
+
+@pytest.mark.model
+async def test_codet_on_a_humaneval_problem_with_the_bundled_model(tmp_path: Path) -> None:
+    """The real model writes programs and tests; every program is run against the tests and
+    the choice is recorded with its agreement scores."""
+    from ponder.store import TraceStore
+
+    (problem,) = load_dataset("humaneval", size=1)
+    store = TraceStore(tmp_path / "traces.sqlite")
+    answer = await athink(
+        problem, strategy="codet:n=2,tests=2", verifier=visible_checks(problem), store=store, max_tokens=160
+    )
+    trace = store.get_trace(answer.trace_id)
+    assert trace is not None
+    (vote,) = [n for n in trace.nodes if n.kind == "vote"]
+    assert vote.meta["method"] == "codet" and len(vote.meta["visible"]) == 2
+    verdicts = [n for n in trace.nodes if n.kind == "verdict"]
+    assert len(verdicts) >= 2  # visible checks on each program (and generated tests if any parsed)
+    assert answer.response in {n.text for n in trace.nodes if n.kind == "sample"}
