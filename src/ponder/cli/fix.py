@@ -82,6 +82,7 @@ def fix(
     from ponder.code.fix import afix, write_patch
     from ponder.code.patch import PatchError
     from ponder.code.repo import RepoError, read_repo
+    from ponder.sandbox import SandboxUnavailable
 
     if attempts < 1:
         fail("--attempts must be at least 1")
@@ -109,6 +110,8 @@ def fix(
         report = asyncio.run(closing(eng, work))
     except EngineError as exc:
         fail(f"the {engine_options.engine} engine failed: {exc}", code=1)
+    except SandboxUnavailable as exc:  # the checks are never run outside the sandbox
+        fail(f"cannot run the checks: {exc}")
     written: list[str] = []
     if apply and report.patch:
         if why := git_state(root):
