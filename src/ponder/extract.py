@@ -29,6 +29,7 @@ _PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _ANSWER_LINE = re.compile(r"(?:final answer|\banswer)\s*(?:\bis\b|:|=)\s*:?\s*(.+?)(?:\n|$)", re.IGNORECASE)
 _CHOICE = re.compile(r"\(([A-J])\)|\b([A-J])\)|(?:option|choice)\s+([A-J])\b|^\s*([A-J])\s*$", re.MULTILINE)
 _VERDICTS = {"correct", "incorrect", "not correct", "wrong", "accurate", "inaccurate"}  # not "true", "yes"
+_WORD = re.compile(r"(?<![\\\w])[^\W\d_]{2,}")  # a word of two letters or more, not a LaTeX command
 _SENTENCE_BREAK = re.compile(r"[.!?;]\s+\S|[:,]\s*$")
 
 
@@ -82,9 +83,11 @@ def extract_answer(text: str, format: str = "auto") -> str | None:
     if format == "choice":
         return _choice(text, marked)
     if format == "math":
+        if marked is not None and "\\" not in marked and _WORD.search(marked) and last_number(marked):
+            marked = last_number(marked)  # "42 apples", "correct, and it's 38": the number
         if marked is not None and ("\\" in marked or not _is_prose(marked)):
-            return _strip_math(marked) or None
-        number = last_number(marked if marked is not None and last_number(marked) else text)
+            return _strip_math(canonical_number(marked) if _NUMBER.fullmatch(marked) else marked) or None
+        number = last_number(text)
         return canonical_number(number) if number is not None else None
     if marked is not None:
         marked = _simple_latex(marked)
@@ -111,9 +114,11 @@ def _choice(text: str, marked: str | None) -> str | None:
 
 
 def _is_prose(raw: str) -> bool:
-    """More than a short phrase: too many words, or a sentence break inside."""
+    """More than a short phrase: too many words (symbols and numbers are not words, so
+    "x = 5, y = 3" is short), or a sentence break inside."""
     s = raw.strip().strip("*_`").strip()
-    return len(s.split()) > SHORT_WORDS or bool(_SENTENCE_BREAK.search(s))
+    words = [token for token in s.split() if re.search(r"[^\W\d_]", token)]
+    return len(words) > SHORT_WORDS or bool(_SENTENCE_BREAK.search(s))
 
 
 def _is_verdict(raw: str) -> bool:
