@@ -3,24 +3,27 @@ answer, or go to a prose sentence, before and after the shared extractor (issue 
 
 Two modes:
 
-- `--make-corpus`: the bundled SmolLM2 (embedded engine, `self-consistency:n=8`) answers
-  seeded questions of four families (reasoning-gym products, basic_arithmetic, gcd, and
-  gsm8k) and every sample's text is written to tests/fixtures/samples.jsonl, one question a
-  line (resumable: questions already in the file are skipped).
+- `--make-corpus`: the bundled SmolLM2 (embedded engine, `self-consistency:n=8`, 256
+  tokens a sample) answers seeded questions of five families (reasoning-gym products at its
+  default size and with one-digit factors, basic_arithmetic, gcd, and gsm8k) and every
+  sample's text is written to tests/fixtures/samples.jsonl, one question a line
+  (resumable: questions already in the file are skipped).
 - default: re-extract every sample of that corpus with the rule on main before this change
   (tests/fixtures/extract_before.py.txt, a frozen copy) and with `ponder.extract`, and print
   per family and format (`auto`, what `ponder think` uses, and `number`, what the bench
   uses for these families):
 
-  - split questions: questions where two *different* extracted answers are the same value
-    (math-verify equivalence, an oracle independent of both rules), i.e. votes that should
-    have been counted together were not,
-  - split votes: the votes lost that way (votes outside the largest form of their value),
-  - prose answers: extracted answers of more than SHORT_WORDS (3) words,
-  - majority-vote accuracy: the vote's winner (`ponder.vote.tally`), graded by the dataset's
-    own grader.
+  - split votes: votes outside the most common written form of their value, where a
+    value groups *different* extracted answers of one question that math-verify (an oracle
+    independent of both rules) finds equal ("38" and "correct, and it's 38"),
+  - prose answers: extracted answers of more than SHORT_WORDS (3) words (runs of letters),
+  - splits: split votes plus prose answers (votes that did not count for what they said),
+    and split questions: questions with any,
+  - no answer: samples that give no vote at all (the cost of refusing prose),
+  - vote right: questions whose majority vote (`ponder.vote.tally`) the dataset's own
+    grader passes.
 
-    PONDER_THREADS=1 python benchmarks/vote_split.py --make-corpus
+    PONDER_THREADS=1 python benchmarks/vote_split.py --make-corpus --size 25 --concurrency 8
     python benchmarks/vote_split.py
 """
 
@@ -39,7 +42,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "fixtures" / "samples.jsonl"
 BEFORE = ROOT / "tests" / "fixtures" / "extract_before.py.txt"
-FAMILIES = ["reasoning-gym:products", "reasoning-gym:basic_arithmetic", "reasoning-gym:gcd", "gsm8k"]
+# family -> (dataset, dataset config); one-digit products are where the model is often right
+FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "reasoning-gym:products": ("reasoning-gym:products", {}),
+    "reasoning-gym:products:1-digit": ("reasoning-gym:products", {"min_digits": 1, "max_digits": 1}),
+    "reasoning-gym:basic_arithmetic": ("reasoning-gym:basic_arithmetic", {}),
+    "reasoning-gym:gcd": ("reasoning-gym:gcd", {}),
+    "gsm8k": ("gsm8k", {}),
+}
 STRATEGY = "self-consistency:n=8"
 Extractor = Callable[[str, str], "str | None"]
 
@@ -86,6 +96,8 @@ async def make_corpus(args: argparse.Namespace) -> None:
             row = {
                 "id": problem.id,
                 "task": family,
+                "dataset": FAMILIES[family][0],
+                "config": FAMILIES[family][1],
                 "size": args.size,
                 "seed": args.seed,
                 "format": problem.format,
@@ -98,7 +110,8 @@ async def make_corpus(args: argparse.Namespace) -> None:
             print(f"{family} {problem.id}: {len(row['samples'])} samples", flush=True)
 
         loaded = [
-            [(family, p) for p in get_dataset(family).load(args.size, args.seed)] for family in FAMILIES
+            [(family, p) for p in get_dataset(*FAMILIES[family]).load(args.size, args.seed)]
+            for family in args.families
         ]
         # families interleaved, so that a run stopped early still covers all of them
         order = [pair for row in zip(*loaded, strict=True) for pair in row]
@@ -199,7 +212,8 @@ def grade(row: dict[str, Any], answer: str, problems: dict[tuple[str, int, int],
 
     key = (row["task"], row["size"], row["seed"])
     if key not in problems:
-        problems[key] = {str(p.id): p for p in get_dataset(row["task"]).load(row["size"], row["seed"])}
+        dataset = get_dataset(row["dataset"], row["config"])
+        problems[key] = {str(p.id): p for p in dataset.load(row["size"], row["seed"])}
     return dataset_grade(problems[key][row["id"]], answer)
 
 
@@ -226,7 +240,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument(
+        "--families", type=lambda t: t.split(","), default=list(FAMILIES), help="comma-separated; default all"
+    )
     args = parser.parse_args()
+    if unknown := set(args.families) - set(FAMILIES):
+        parser.error(f"unknown families {sorted(unknown)}: choose from {', '.join(FAMILIES)}")
     if args.make_corpus:
         asyncio.run(make_corpus(args))
         return
