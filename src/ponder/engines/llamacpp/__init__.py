@@ -17,11 +17,13 @@ context and runs a small scheduler:
   string may still cut: the deltas are the final text, through a deadline or a cancel.
 
 Modules: `native` (llama.cpp calls: model, context, tokenizer, chat template, samplers),
-`scheduler` (the batch loop, over a `Decoder` protocol so it runs without a model in
-tests), `work` (its units: job, request, sample), `engine` (the `Engine` facade).
+`scheduler` (the batch loop) over `decoder` (its view of a model, a protocol, so it runs
+without a model in tests), `work` (its units: job, request, sample), `engine` (the facade).
 """
 
+from ponder.engines.llamacpp.decoder import Decoder
 from ponder.engines.llamacpp.engine import LlamaCppEngine
-from ponder.engines.llamacpp.scheduler import Decoder, EngineStats, Scheduler
+from ponder.engines.llamacpp.scheduler import Scheduler
+from ponder.engines.llamacpp.work import EngineStats
 
 __all__ = ["Decoder", "EngineStats", "LlamaCppEngine", "Scheduler"]

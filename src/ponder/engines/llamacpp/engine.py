@@ -22,7 +22,8 @@ from ponder.engines.base import (
     Price,
 )
 from ponder.engines.llamacpp.native import Native
-from ponder.engines.llamacpp.scheduler import PREFILL_CHUNK_BUSY, EngineStats, Scheduler, seq_ids_needed
+from ponder.engines.llamacpp.scheduler import PREFILL_CHUNK_BUSY, Scheduler, seq_ids_needed
+from ponder.engines.llamacpp.work import EngineStats
 from ponder.engines.models import bundled_model_path, model_name
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ class LlamaCppEngine:
     rendered; raw `prompt` requests are always used as-is. `n_ctx` is the KV pool shared by
     all live sequences: samples wait for room rather than overflow it. `prefix_cache` is how
     many finished prompts stay in KV for reuse (a beam of width w extends w prefixes a step;
-    under KV pressure the oldest go first).
+    under KV pressure the oldest go first). `flash_attn` (default: llama.cpp's choice) changes
+    the arithmetic, hence greedy text: False matches llama-cpp-python's server default.
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class LlamaCppEngine:
         n_batch: int = 512,
         prefix_cache: int = 16,
         verbose: bool = False,
+        flash_attn: bool | None = None,
     ) -> None:
         path = _resolve_model(model_path)
         if not path.exists():
@@ -72,6 +75,7 @@ class LlamaCppEngine:
             n_threads=self.n_threads,
             chat=chat,
             verbose=verbose,
+            flash_attn=flash_attn,
         )
         self.n_ctx = self.native.n_ctx
         self.chat = self.native.chat

@@ -32,6 +32,7 @@ class Native:
         n_threads: int,
         chat: bool | None,
         verbose: bool,
+        flash_attn: bool | None = None,
     ) -> None:
         from llama_cpp._logger import set_verbose
 
@@ -54,6 +55,13 @@ class Native:
         cparams.kv_unified = True  # one cell pool: forking a sample shares the prompt's cells
         cparams.swa_full = True  # sliding-window models (Gemma 3) keep whole prefixes reusable
         cparams.no_perf = True
+        if flash_attn is not None:  # None: llama.cpp decides (on for CPU)
+            fa = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+                if flash_attn
+                else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
+            cparams.flash_attn_type = fa
         self._ctx = llama_cpp.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             llama_cpp.llama_model_free(self._model)

@@ -20,8 +20,7 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from ponder.engines.base import (
     Completion,
@@ -30,9 +29,9 @@ from ponder.engines.base import (
     OnCompletion,
     OnDelta,
     Price,
-    TokenLogprob,
 )
-from ponder.engines.llamacpp.work import CacheEntry, Group, Job, Seq, common_prefix, resolve
+from ponder.engines.llamacpp.decoder import Decoder
+from ponder.engines.llamacpp.work import CacheEntry, EngineStats, Group, Job, Seq, common_prefix, resolve
 
 if TYPE_CHECKING:
     from ponder.budget import Meter
@@ -45,40 +44,10 @@ SHARED_PREFIX = 8
 PREFILL_CHUNK_BUSY = 128
 
 
-class Decoder(Protocol):
-    """What the scheduler needs from a model: a KV pool of `n_ctx` cells and batched decode."""
-
-    n_ctx: int
-    n_batch: int
-
-    def decode(
-        self, tokens: Sequence[int], positions: Sequence[int], seq_ids: Sequence[int], logits: Sequence[bool]
-    ) -> None: ...
-    def sampler(self, request: GenerationRequest, seed: int) -> Any: ...
-    def free_sampler(self, sampler: Any) -> None: ...
-    def sample(self, sampler: Any, index: int) -> int: ...
-    def logprob(self, index: int, token: int, top: int) -> TokenLogprob: ...
-    def is_eog(self, token: int) -> bool: ...
-    def piece(self, token: int) -> bytes: ...
-    def copy_seq(self, src: int, dst: int, p0: int, p1: int) -> None: ...
-    def remove_seq(self, seq_id: int) -> None: ...
-    def clear(self) -> None: ...
-
-
 def seq_ids_needed(max_batch: int, prefix_cache: int) -> int:
     """Sequence ids the decoder must offer: live samples, roots of admitted requests (one
     per batch slot at most), cached prefixes."""
     return 2 * max_batch + prefix_cache
-
-
-@dataclass
-class EngineStats:
-    """Counters for benchmarks and tests: how much work batching and caching saved."""
-
-    decode_steps: int = 0
-    prompt_tokens: int = 0  # prompt tokens of admitted requests
-    prompt_tokens_evaluated: int = 0  # of those, actually run through the model
-    completion_tokens: int = 0
 
 
 class Scheduler:

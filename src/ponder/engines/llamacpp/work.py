@@ -1,5 +1,6 @@
 """The scheduler's units of work: a caller's call (`Job`), one request in it (`Group`), one
-sample being decoded (`Seq`), and a prompt kept in KV for reuse (`CacheEntry`)."""
+sample being decoded (`Seq`), a prompt kept in KV for reuse (`CacheEntry`), and the
+counters of the work done (`EngineStats`)."""
 
 from __future__ import annotations
 
@@ -179,6 +180,16 @@ def _stop_prefix(text: str, stops: Sequence[str]) -> int:
                 held = k
                 break
     return held
+
+
+@dataclass
+class EngineStats:
+    """Counters for benchmarks and tests: how much work batching and caching saved."""
+
+    decode_steps: int = 0
+    prompt_tokens: int = 0  # prompt tokens of admitted requests
+    prompt_tokens_evaluated: int = 0  # of those, actually run through the model
+    completion_tokens: int = 0
 
 
 @dataclass(eq=False)
