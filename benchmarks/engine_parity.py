@@ -19,6 +19,7 @@ and the accuracy and generated tokens of `direct` and `adaptive-consistency` wit
 paired 95% interval of each row's difference from `embedded`.
 
     python benchmarks/engine_parity.py --size 40 --seed 31 --out parity.json
+    python benchmarks/engine_parity.py --replay parity.json   # the table again (or of a cut run)
 """
 
 from __future__ import annotations
@@ -124,6 +125,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 start = time.monotonic()
                 out = await run(spec, items, engine, args.seed, args.max_tokens, conc)
                 results.setdefault(spec, {})[name] = out
+                if args.out:  # after every row, so a long run that is stopped still has its numbers
+                    args.out.write_text(json.dumps({"items": len(items), "results": results}, indent=1))
                 acc = sum(o["correct"] for o in out) / len(out)
                 print(f"  {spec:22s} {name:16s} acc {acc:6.1%}  {time.monotonic() - start:6.0f}s", flush=True)
         for _, engine, _, _ in variants:
@@ -174,11 +177,9 @@ def main() -> None:
     )
     parser.add_argument("--strategies", default=";".join(STRATEGIES))
     parser.add_argument("--out", type=Path, help="write every text and answer as JSON here")
+    parser.add_argument("--replay", type=Path, help="print the table of an earlier run's --out, run nothing")
     args = parser.parse_args()
-    data = asyncio.run(main_async(args))
-    if args.out:
-        args.out.write_text(json.dumps(data, indent=1))
-    report(data, args)
+    report(json.loads(args.replay.read_text()) if args.replay else asyncio.run(main_async(args)), args)
 
 
 if __name__ == "__main__":
