@@ -9,7 +9,7 @@ import json
 import re
 from typing import Any
 
-from ponder.datasets.base import Dataset, final_answers
+from ponder.datasets.base import Dataset, ItemRef, final_answers
 from ponder.problem import Problem
 
 PREFIX = "reasoning-gym:"
@@ -87,6 +87,10 @@ class ReasoningGym(Dataset):
                 )
             )
         return problems
+
+    def ref(self, problem: Problem) -> ItemRef:
+        size, seed = problem.meta["generator"]
+        return ItemRef(self.name, str(problem.id), self.config, size, seed)
 
     async def agrade(self, problem: Problem, answer: str | None, response: str = "") -> bool:
         entry = problem.meta["entry"]
