@@ -173,7 +173,11 @@ def _executor(name: str, address: str | None, workers: int | None, concurrency: 
         return LocalExecutor(concurrency)
     if workers is not None and workers < 1:
         fail("--workers must be at least 1")
-    if importlib.util.find_spec("ray") is None:
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # a broken or blocked install
+        found = False
+    if not found:
         fail(RAY_EXTRA)
     return get_executor("ray", address=address, workers=workers, concurrency=concurrency)
 

@@ -95,6 +95,11 @@ class RayExecutor(Executor):
         self._pool: list[_Slot] = []
         self._started = False
 
+    def start(self) -> RayExecutor:
+        """Start or join the cluster now (`map` does it on first use)."""
+        self._ray()
+        return self
+
     def _ray(self) -> Any:
         """The connected ray module: a private loopback cluster when no address is given."""
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -113,8 +118,8 @@ class RayExecutor(Executor):
         if local:
             cpus = (self.workers or os.cpu_count() or 1) * self.cpus_per_worker
             options.update(num_cpus=max(1, round(cpus)), object_store_memory=LOCAL_OBJECT_STORE)
-        try:
-            ray.init(address=self.address, **options)
+        try:  # "local": a new private cluster, never one that `ray start` left in /tmp/ray
+            ray.init(address="local" if local else self.address, **options)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise ExecutorError(f"cannot start or join the Ray cluster {self.address or ''}: {exc}") from None
         self._started = True
