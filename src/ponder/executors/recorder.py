@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ponder.trace import NodeRecord, Store, TraceRecord, TraceStatus
+from ponder.trace import NodeRecord, Store, TraceRecord
 
 
 @dataclass
@@ -27,26 +27,9 @@ class Recorder:
     def __init__(self) -> None:
         self.traces: dict[str, _Recorded] = {}
 
-    def begin_trace(
-        self,
-        trace_id: str,
-        *,
-        question: str,
-        strategy: str,
-        model: str,
-        budget: dict[str, Any],
-        created_at: float,
-        problem: dict[str, Any] | None = None,
-    ) -> None:
-        begin = dict(
-            question=question,
-            strategy=strategy,
-            model=model,
-            budget=budget,
-            created_at=created_at,
-            problem=problem,
-        )
-        self.traces[trace_id] = _Recorded(begin)
+    # the Store protocol's keyword arguments, kept as given (replay passes them back)
+    def begin_trace(self, trace_id: str, **fields: Any) -> None:
+        self.traces[trace_id] = _Recorded(fields)
 
     def add_node(self, node: NodeRecord) -> None:
         self.traces[node.trace_id].nodes[node.id] = dataclasses.replace(node, meta=dict(node.meta))
@@ -57,27 +40,8 @@ class Recorder:
     def add_prompt(self, trace_id: str, key: str, payload: dict[str, Any]) -> None:
         self.traces[trace_id].prompts.setdefault(key, payload)
 
-    def finish_trace(
-        self,
-        trace_id: str,
-        *,
-        status: TraceStatus,
-        answer: str | None,
-        stopped_by: str | None,
-        usage: dict[str, Any],
-        finished_at: float,
-        model: str | None = None,
-        error: str | None = None,
-    ) -> None:
-        self.traces[trace_id].finish = dict(
-            status=status,
-            answer=answer,
-            stopped_by=stopped_by,
-            usage=usage,
-            finished_at=finished_at,
-            model=model,
-            error=error,
-        )
+    def finish_trace(self, trace_id: str, **fields: Any) -> None:
+        self.traces[trace_id].finish = fields
 
     def get_trace(self, trace_id: str) -> TraceRecord | None:
         rec = self.traces.get(trace_id)
@@ -97,7 +61,7 @@ class Recorder:
             created_at=begin["created_at"],
             finished_at=finish.get("finished_at"),
             nodes=list(rec.nodes.values()),
-            problem=begin["problem"] or {},
+            problem=begin.get("problem") or {},
             error=finish.get("error"),
             prompts=dict(rec.prompts),
         )
