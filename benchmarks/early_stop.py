@@ -43,6 +43,7 @@ from ponder.problem import Problem
 from ponder.stopping import StopRule
 from ponder.store import NodeRecord
 from ponder.strategies.adaptive_consistency import AdaptiveConsistency
+from ponder.trace import collect
 from ponder.vote import tally
 
 SC = "self-consistency:n=16"
@@ -109,7 +110,7 @@ async def run_live(
                 strategy=spec,
                 engine=engine,
                 store=False,
-                on_node=nodes.append,
+                on_node=collect(nodes),
                 seed=args.seed,
                 max_tokens=args.max_tokens,
             )

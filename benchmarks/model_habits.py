@@ -17,6 +17,7 @@ from early_stop import grade, load_items  # the same seeded questions and scorer
 from ponder import athink
 from ponder.engines.llamacpp import LlamaCppEngine
 from ponder.store import NodeRecord
+from ponder.trace import collect
 
 TASKS = [("products", {"min_digits": 1, "max_digits": 1}), ("gcd", {}), ("simple_equations", {})]
 SC = "self-consistency:n=8"
@@ -36,7 +37,7 @@ async def main() -> None:
                     strategy=spec,
                     engine=engine,
                     store=False,
-                    on_node=nodes.append,
+                    on_node=collect(nodes),
                     max_tokens=96,
                     seed=5,
                 )

@@ -35,6 +35,7 @@ from ponder import athink
 from ponder.engines.llamacpp import LlamaCppEngine
 from ponder.store import NodeRecord
 from ponder.strategies.auto import CALIBRATION
+from ponder.trace import collect
 
 FAMILIES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "products": [
@@ -82,7 +83,7 @@ async def run(spec: str, items: list[Item], engine: LlamaCppEngine, max_tokens: 
             strategy=spec,
             engine=engine,
             store=False,
-            on_node=nodes.append,
+            on_node=collect(nodes),
             max_tokens=max_tokens,
         )
         fast = next((n for n in nodes if n.kind == "sample"), None)

@@ -11,6 +11,9 @@ from collections.abc import Callable, Sequence
 
 from ponder.budget import Meter
 from ponder.engines.base import Completion, GenerationRequest, OnCompletion, OnDelta, Price, TokenLogprob
+from ponder.trace import collect
+
+__all__ = ["ScriptedEngine", "collect"]
 
 Script = Callable[[GenerationRequest, int], str] | Sequence[str]
 

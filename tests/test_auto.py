@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fakes import ScriptedEngine
+from fakes import ScriptedEngine, collect
 from ponder import Budget, Problem, athink
 from ponder.engines.base import GenerationRequest
 from ponder.store import NodeRecord
@@ -30,7 +30,7 @@ def by_temperature(greedy: str, samples: list[str]) -> Callable[[GenerationReque
 async def think_auto(engine: ScriptedEngine, spec: str, **options: Any) -> tuple[Answer, list[NodeRecord]]:
     nodes: list[NodeRecord] = []
     answer = await athink(
-        "What is 2 + 2?", strategy=spec, engine=engine, store=False, on_node=nodes.append, **options
+        "What is 2 + 2?", strategy=spec, engine=engine, store=False, on_node=collect(nodes), **options
     )
     return answer, nodes
 
@@ -116,7 +116,7 @@ async def test_auto_on_the_bundled_model_records_its_decision() -> None:
         Problem("What is 3 + 4?"),
         strategy="auto",
         store=False,
-        on_node=nodes.append,
+        on_node=collect(nodes),
         budget="60s",
         max_tokens=96,
     )

@@ -162,3 +162,13 @@ def test_bench_cli_rejects_ray_options_without_ray_executor(tmp_path: Path) -> N
     assert local.exit_code == 2 and "--ray-address and --workers only apply to --executor ray" in local.output
     zero = bench_in_process(*base, "--executor", "ray", "--workers", "0", env=env)
     assert zero.exit_code == 2 and "--workers must be at least 1" in zero.output
+
+
+def test_a_strategy_that_grades_with_the_engine_goes_to_workers_as_typed() -> None:
+    from ponder.batch import _canonical
+    from ponder.strategies import StrategyError
+
+    assert _canonical({"name": "self-consistency", "n": 8}, EngineSpec()) == "self-consistency"
+    assert _canonical("best-of-n:n=2,verifier=judge", EngineSpec()) == "best-of-n:n=2,verifier=judge"
+    with pytest.raises(StrategyError, match="nope"):
+        _canonical("best-of-n:n=2,verifier=nope", EngineSpec())

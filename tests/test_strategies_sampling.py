@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from fakes import ScriptedEngine
+from fakes import ScriptedEngine, collect
 from ponder import Budget, athink
 from ponder.budget import Meter
 from ponder.engines.base import (
@@ -63,7 +63,7 @@ async def run(
 ) -> tuple[Answer, list[NodeRecord]]:
     nodes: list[NodeRecord] = []
     answer = await athink(
-        question, strategy=strategy, engine=engine, store=False, on_node=nodes.append, **options
+        question, strategy=strategy, engine=engine, store=False, on_node=collect(nodes), **options
     )  # type: ignore[arg-type]
     return answer, nodes
 
@@ -748,7 +748,7 @@ async def test_real_model_refines_code_against_sandboxed_tests(model: Engine) ->
             engine=model,
             store=False,
             verifier=UnitTests(),
-            on_node=nodes.append,
+            on_node=collect(nodes),
             max_tokens=160,
             budget="60s",
         )

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from fakes import Script, ScriptedEngine
+from fakes import Script, ScriptedEngine, collect
 from ponder import Budget, athink
 from ponder.budget import Meter
 from ponder.engines.base import Completion, Engine, GenerationRequest, OnCompletion, TokenLogprob
@@ -134,7 +134,7 @@ async def test_a_model_that_ends_without_an_answer_line_finishes_at_an_empty_nex
         strategy=BeamSearch(width=2, expand=2),
         engine=ScriptedEngine(script),
         store=False,
-        on_node=nodes.append,
+        on_node=collect(nodes),
     )
     ends = [n for n in nodes if n.kind == "step" and n.meta["end"]]
     assert ends and all(n.meta["depth"] == 2 and n.meta["complete"] and n.text == "" for n in ends)
@@ -398,7 +398,7 @@ async def think_on(
         budget=budget,
         engine=model,
         store=False,
-        on_node=nodes.append,
+        on_node=collect(nodes),
         max_tokens=64,
     )
     return answer, nodes

@@ -9,6 +9,7 @@ where it is thought about; nothing carries a dataset object across processes.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,8 @@ from ponder.engines.base import Engine
 from ponder.engines.spec import EngineSpec
 from ponder.executors import Executor, get_executor
 from ponder.problem import Problem
-from ponder.strategies import Strategy, parse_strategy
+from ponder.strategies import Strategy, StrategyError, parse_strategy
+from ponder.strategies.base import DEFAULT_STRATEGY
 from ponder.think import Answer, _blocking, _open_store, as_problem, athink, default_engine
 from ponder.trace import NodeRecord, Store
 
@@ -73,11 +75,11 @@ async def solve(job: Job, engine: Engine, store: Store | None) -> Outcome:
     """The work every executor runs: think, then grade the answer and every sample with the
     problem's dataset. A failing problem is an `Outcome` with `error`; a `BudgetError`
     (a dollar budget with no price) would fail every job alike and is raised."""
-    samples: list[NodeRecord] = []
+    heard: dict[str, NodeRecord] = {}  # listeners hear a sample as it grows: keep its final record
 
     def on_node(node: NodeRecord) -> None:
-        if node.kind == "sample" and node.meta.get("finish_reason") != "budget":
-            samples.append(node)
+        if node.kind == "sample":
+            heard[node.id] = node
 
     try:
         problem = resolve(job.problem) if isinstance(job.problem, ItemRef) else job.problem
@@ -91,6 +93,7 @@ async def solve(job: Job, engine: Engine, store: Store | None) -> Outcome:
             seed=job.seed,
             max_tokens=job.max_tokens,
         )
+        samples = [n for n in heard.values() if n.meta.get("finish_reason") not in ("budget", "cancelled")]
         grader = problem.meta.get(GRADER_KEY)
         if not isinstance(grader, Dataset):
             return Outcome(job.problem_id, job.strategy, answer, None, [(n.answer, None) for n in samples])
@@ -135,7 +138,7 @@ async def run_jobs(
 async def athink_many(
     problems: Iterable[str | Problem | Sequence[Mapping[str, Any]]],
     *,
-    strategy: str | Mapping[str, Any] | Strategy = "self-consistency",
+    strategy: str | Mapping[str, Any] | Strategy = DEFAULT_STRATEGY,
     budget: Budget | str | None = None,
     engine: Engine | EngineSpec | None = None,
     executor: Executor | str = "local",
@@ -157,12 +160,12 @@ async def athink_many(
     ids = [str(p.id) for p in items]
     if len(set(ids)) != len(ids):
         raise ValueError("problem ids must be unique: each outcome is keyed by its problem's id")
-    spec = parse_strategy(strategy).spec()
     limits = Budget.parse(budget) if isinstance(budget, str) else budget or Budget()
     owned = isinstance(executor, str)
     runner = get_executor(executor, concurrency=concurrency) if isinstance(executor, str) else executor
     if engine is None:
         engine = EngineSpec() if runner.remote else default_engine()
+    spec = _canonical(strategy, engine)
     jobs = [
         make_job(p, spec, budget=limits, seed=seed, max_tokens=max_tokens, remote=runner.remote)
         for p in items
@@ -180,6 +183,21 @@ async def athink_many(
         if owned:
             runner.close()
     return [outcomes[i] for i in ids]
+
+
+def _canonical(strategy: str | Mapping[str, Any] | Strategy, engine: Engine | EngineSpec) -> str:
+    """The strategy's canonical spec (the outcomes' key). One that grades with the engine
+    (a judge verifier) cannot be built without it; with only an engine spec here, its
+    text goes as given and each worker builds it with its own engine."""
+    if isinstance(strategy, Strategy):
+        return strategy.spec()
+    text = strategy if isinstance(strategy, str) else json.dumps(dict(strategy))
+    try:
+        return parse_strategy(text, engine=None if isinstance(engine, EngineSpec) else engine).spec()
+    except StrategyError as exc:
+        if isinstance(engine, EngineSpec) and "needs an engine" in str(exc):
+            return text
+        raise
 
 
 think_many = _blocking(athink_many)

@@ -1,21 +1,28 @@
 """What a strategy thinks with: the engine, the request's meter, its trace and an optional
 verifier. Nested strategies get a child context that shares all of them but writes its
-nodes under the parent's node."""
+nodes under the parent's node.
+
+One meter for every token: everything that generates (samples, steps, critiques,
+revisions, continuations, a judge's or a reward model's verdicts) goes through
+`Context.complete`, which charges the request's meter and writes each sample as a trace
+node from its first text (`ponder.generation`), so a request's usage is the sum of its
+trace's node tokens.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ponder.budget import Meter
-from ponder.engines.base import Completion, Engine, GenerationRequest, OnCompletion
-from ponder.extract import extract_answer
+from ponder.engines.base import Completion, Engine, GenerationRequest
+from ponder.generation import Generated, generate_recorded
 from ponder.problem import Problem
 from ponder.prompts import solve_messages, solve_prompt
 from ponder.trace import NodeKind, Trace
 from ponder.verifiers.base import Verdict, Verifier
+from ponder.verifiers.model import generating_through
 
 
 @dataclass
@@ -67,35 +74,47 @@ class Context:
             return GenerationRequest(prompt=solve_prompt(problem), **params)
         return GenerationRequest(messages=solve_messages(problem), **params)
 
-    async def generate(
-        self, requests: Sequence[GenerationRequest], on_completion: OnCompletion | None = None
-    ) -> list[list[Completion]]:
-        """Generate through the engine, clamped to the samples budget; the engine charges
-        tokens, this charges samples. `on_completion` gets the caller's request indices."""
-        left = self.meter.samples_left()
-        clamped: list[GenerationRequest] = []
-        index: list[int] = []  # clamped request -> caller's request
-        for i, req in enumerate(requests):
-            n = int(min(req.n, left)) if not math.isinf(left) else req.n
-            left -= n
-            if n >= 1:
-                clamped.append(replace(req, n=n))
-                index.append(i)
-        results: list[list[Completion]] = [[] for _ in requests]
-        if not clamped or self.meter.exhausted():
-            return results
-        relay = None
-        if on_completion is not None:
-            callback = on_completion
+    async def complete(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        kind: NodeKind = "sample",
+        parent: str | Sequence[str | None] | None = None,
+        problem: Problem | None = None,
+        samples: bool = True,
+        engine: Engine | None = None,
+        grow: Sequence[str | None] | None = None,
+        lead: str = "",
+        meta: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[list[Generated]]:
+        """Generate `requests` and record each sample as a `kind` node under `parent` (one
+        for all, or one per request; default: this context's parent), written when its
+        first text arrives, grown as it is written and closed when it finishes. Returns,
+        per request, the samples that were generated (never-started ones are left out).
 
-            def relay(request: int, sample: int, completion: Completion) -> None:
-                callback(index[request], sample, completion)
-
-        produced = await self.engine.generate(clamped, meter=self.meter, on_completion=relay)
-        self.meter.charge(samples=sum(len(r) for r in produced))
-        for i, row in zip(index, produced, strict=False):
-            results[i] = row
-        return results
+        `problem`: extract each node's answer from its text. `samples`: whether these
+        count against the samples budget (continuations and verdicts do not). `engine`: a
+        different engine (a judge's), still on this request's meter and trace. `grow`: per
+        request, a node this generation continues (its text is appended, its tokens
+        added) instead of a new node. `lead`: text ponder wrote before the generated text
+        (budget forcing's "Wait"), shown at the start of each new node. `meta`: one dict
+        for all nodes or one per request.
+        """
+        n = len(requests)
+        parents = [parent] * n if parent is None or isinstance(parent, str) else list(parent)
+        return await generate_recorded(
+            requests,
+            engine=engine or self.engine,
+            meter=self.meter,
+            trace=self.trace,
+            kind=kind,
+            parents=[p or self.parent for p in parents],
+            metas=[meta or {}] * n if meta is None or isinstance(meta, Mapping) else list(meta),
+            grow=grow,
+            problem=problem,
+            samples=samples,
+            lead=lead,
+        )
 
     async def sample(
         self,
@@ -107,66 +126,47 @@ class Context:
         greedy: int = 0,
         **params: Any,
     ) -> list[Candidate]:
-        """n solve samples, each recorded as a node (with its extracted answer) the moment
-        it finishes, so a crash mid-batch keeps the samples already thought. The first
-        `greedy` of them are decoded at temperature 0 (in the same batch), the rest with
-        `params`; sampled seeds start at `seed` either way."""
+        """n solve samples, each a node (with its extracted answer) from its first token.
+        The first `greedy` of them are decoded at temperature 0 (in the same batch), the
+        rest with `params`; sampled seeds start at `seed` either way."""
         params.setdefault("seed", self.seed)
         greedy = min(greedy, n)
         requests = [self.request(problem, n=n - greedy, **params)] if n > greedy else []
+        metas: list[dict[str, Any]] = [{}] * len(requests)
         if greedy:
             requests.insert(0, self.request(problem, n=greedy, **{**params, "temperature": 0.0}))
-        first = [0, greedy] if greedy else [0]  # request -> index of its first sample
-        recorded: dict[int, Candidate] = {}
+            metas.insert(0, {"greedy": True})
+        groups = await self.complete(requests, kind=kind, parent=parent, problem=problem, meta=metas)
+        return [self.candidate(g) for group in groups for g in group]
 
-        def record(r: int, i: int, completion: Completion) -> Candidate:
-            j = first[r] + i
-            tag = {"greedy": True} if greedy and r == 0 else {}
-            return self.record(problem, completion, kind=kind, parent=parent, index=j, **tag)
-
-        def record_now(r: int, i: int, completion: Completion) -> None:
-            recorded[first[r] + i] = record(r, i, completion)
-
-        groups = await self.generate(requests, on_completion=record_now)
-        return [
-            recorded.get(first[r] + i) or record(r, i, c)
-            for r, group in enumerate(groups)
-            for i, c in enumerate(group)
-        ]
-
-    def record(
-        self,
-        problem: Problem,
-        completion: Completion,
-        *,
-        kind: NodeKind = "sample",
-        parent: str | None = None,
-        **meta: Any,
-    ) -> Candidate:
-        answer = extract_answer(completion.text, problem.format)
-        node = self.note(
-            kind,
-            completion.text,
-            parent=parent if parent is not None else self.parent,
-            answer=answer,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
-            seconds=completion.seconds,
-            finish_reason=completion.finish_reason,
-            **meta,
-        )
-        return Candidate(completion.text, answer, completion, node)
+    def candidate(self, generated: Generated) -> Candidate:
+        node = self.trace.get(generated.node)
+        return Candidate(node.text, node.answer, generated.completion, generated.node)
 
     async def verify(self, problem: Problem, text: str, node: str, verifier: Verifier) -> tuple[Verdict, str]:
         """Run the verifier on `text` and record its verdict under `node`; returns the
-        verdict and its own node (a revision hangs from it)."""
-        verdict = await verifier.verify(problem, text)
-        verdict_node = self.note(
-            "verdict",
-            verdict.feedback,
-            parent=node,
+        verdict and its own node (a revision hangs from it). A model-based verifier
+        generates through this context: its tokens meet the meter and become "critique"
+        nodes under the verdict."""
+        verdict_node = self.note("verdict", "", parent=node, verifier=verifier.name, open=True)
+
+        async def through(engine: Engine, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+            groups = await self.complete(
+                requests, kind="critique", parent=verdict_node, samples=False, engine=engine,
+                meta={"verifier": verifier.name},
+            )  # fmt: skip
+            return [[g.completion for g in group] for group in groups]
+
+        try:
+            with generating_through(through):
+                verdict = await verifier.verify(problem, text)
+        except BaseException as exc:
+            self.trace.update(verdict_node, meta={"open": False, "error": f"{type(exc).__name__}: {exc}"})
+            raise
+        self.trace.update(
+            verdict_node,
+            text=verdict.feedback,
             score=verdict.score,
-            passed=verdict.passed,
-            verifier=verifier.name,
+            meta={"passed": verdict.passed, "open": False},
         )
         return verdict, verdict_node

@@ -20,6 +20,7 @@ from ponder.engines.base import Engine
 from ponder.problem import Problem
 from ponder.store import TraceStore, default_store_path
 from ponder.strategies import Strategy, parse_strategy
+from ponder.strategies.base import DEFAULT_STRATEGY
 from ponder.trace import Listener, Store, Trace, TraceStatus
 from ponder.verifiers.base import Verifier
 from ponder.verifiers.code import UnitTests
@@ -104,7 +105,7 @@ def as_problem(question: str | Problem | Sequence[Mapping[str, Any]]) -> Problem
 async def athink(
     question: str | Problem | Sequence[Mapping[str, Any]],
     *,
-    strategy: str | Strategy = "self-consistency",
+    strategy: str | Strategy = DEFAULT_STRATEGY,
     budget: Budget | str | None = None,
     engine: Engine | None = None,
     verifier: Verifier | None = None,
@@ -120,7 +121,8 @@ async def athink(
 
     `store` is where the trace goes: a `Store` you own and share across calls (a server,
     a viewer), a SQLite path, None for the default file, or False for none. `trace_id`
-    names the trace (a job id), `on_node` hears every node as it is written. Cancelling
+    names the trace (a job id), `on_node` hears every node when it is added and again
+    each time it grows (the same live record; `ponder.trace.collect` keeps each once). Cancelling
     the task marks the trace "cancelled" and keeps every thought already written; an
     error marks it "error" with the message.
     """
@@ -184,7 +186,7 @@ async def athink(
     except BaseException as exc:
         finish("error", error=f"{type(exc).__name__}: {exc}")
         raise
-    meter.exhausted()  # a limit reached exactly at the end still counts as what stopped it
+    meter.note_limit()  # a limit reached exactly at the end still counts as what stopped it
     usage = Usage.from_meter(meter, result.response_tokens)
     trace.add("answer", result.response, parent=result.node or root, answer=result.answer, score=result.score)
     finish("done", result.answer, usage, model=engine.model)

@@ -13,9 +13,12 @@ adapter, and a server or a cluster may bring another.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -120,19 +123,54 @@ class Store(Protocol):
 
 Listener = Callable[[NodeRecord], None]
 
+#: the node fields `Trace.update` may change (the rest name the node and where it sits)
+_GROWING = frozenset({"text", "answer", "score", "prompt_tokens", "completion_tokens", "seconds"})
+
+
+def collect(nodes: list[NodeRecord]) -> Listener:
+    """A listener that keeps each node once, in the order they were added. Listeners hear
+    every update of a node too; the record kept is the live one, so it ends final."""
+    seen: set[str] = set()
+
+    def hear(node: NodeRecord) -> None:
+        if node.id not in seen:
+            seen.add(node.id)
+            nodes.append(node)
+
+    return hear
+
 
 def new_id() -> str:
     return uuid.uuid4().hex
 
 
-class Trace:
-    """Collects nodes for one trace id and persists them through an optional store."""
+def prompt_key(payload: dict[str, Any]) -> str:
+    """A short, stable name for a prompt as sent: the same request gets the same key."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    def __init__(self, trace_id: str | None = None, store: Store | None = None) -> None:
+
+class Trace:
+    """Collects nodes for one trace id and persists them through an optional store.
+
+    Listeners hear every change in memory (each add, each update, a growing sample's every
+    delta), given the live record (it keeps changing: copy what must not); the store hears
+    adds and final writes at once, and a growing node at most every
+    `write_every` seconds (`throttle=True`), so a sample streaming tokens does not turn
+    into a write per token, and a kill loses at most that much of its text.
+    """
+
+    def __init__(
+        self, trace_id: str | None = None, store: Store | None = None, *, write_every: float = 0.25
+    ) -> None:
         self.id = trace_id or new_id()
         self.store = store
         self.nodes: list[NodeRecord] = []
         self.listeners: list[Listener] = []
+        self.prompts: dict[str, dict[str, Any]] = {}
+        self.write_every = write_every
+        self._by_id: dict[str, NodeRecord] = {}
+        self._written: dict[str, float] = {}  # node -> when the store last heard of it
+        self._pending: set[str] = set()  # nodes changed since their last write
 
     def add(
         self,
@@ -163,8 +201,59 @@ class Trace:
             created_at=time.time(),
         )
         self.nodes.append(node)
+        self._by_id[node.id] = node
         if self.store is not None:
             self.store.add_node(node)
+            self._written[node.id] = time.monotonic()
+        self._tell(node)
+        return node.id
+
+    def get(self, node_id: str) -> NodeRecord:
+        return self._by_id[node_id]
+
+    def update(
+        self, node_id: str, *, meta: dict[str, Any] | None = None, throttle: bool = False, **fields: Any
+    ) -> NodeRecord:
+        """Change a node that grew (text, answer, score, tokens, seconds; `meta` is merged).
+        With `throttle` the store hears of it only if its last write is `write_every` old;
+        `flush` writes what is left."""
+        unknown = set(fields) - _GROWING
+        if unknown:
+            raise TypeError(f"Trace.update cannot change {', '.join(sorted(unknown))}")
+        node = self._by_id[node_id]
+        for name, value in fields.items():
+            setattr(node, name, value)
+        if meta:
+            node.meta = {**node.meta, **meta}
+        if self.store is not None:
+            due = time.monotonic() - self._written.get(node_id, -math.inf) >= self.write_every
+            if throttle and not due:
+                self._pending.add(node_id)
+            else:
+                self._write(node)
+        self._tell(node)
+        return node
+
+    def flush(self, node_ids: Iterable[str] | None = None) -> None:
+        """Write the throttled changes still pending (of `node_ids`, or all)."""
+        for node_id in list(self._pending if node_ids is None else self._pending.intersection(node_ids)):
+            self._write(self._by_id[node_id])
+
+    def add_prompt(self, payload: dict[str, Any]) -> str:
+        """Keep a prompt as sent, once per trace; returns the key nodes name it by."""
+        key = prompt_key(payload)
+        if key not in self.prompts:
+            self.prompts[key] = payload
+            if self.store is not None:
+                self.store.add_prompt(self.id, key, payload)
+        return key
+
+    def _write(self, node: NodeRecord) -> None:
+        assert self.store is not None
+        self._pending.discard(node.id)
+        self.store.update_node(node)
+        self._written[node.id] = time.monotonic()
+
+    def _tell(self, node: NodeRecord) -> None:
         for listener in self.listeners:
             listener(node)
-        return node.id

@@ -9,9 +9,12 @@ import typer
 from rich.markup import escape
 
 from ponder.cli import bench as _bench  # noqa: F401  (registers commands)
+from ponder.cli import serve as _serve  # noqa: F401
 from ponder.cli import strategies as _strategies  # noqa: F401
 from ponder.cli import think as _think  # noqa: F401
 from ponder.cli import traces as _traces  # noqa: F401
+from ponder.cli import ui as _ui  # noqa: F401
+from ponder.cli import usage as _usage  # noqa: F401
 from ponder.cli import verify as _verify  # noqa: F401
 from ponder.cli.app import app
 from ponder.cli.errors import stderr

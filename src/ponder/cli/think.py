@@ -22,6 +22,7 @@ from ponder.engines.base import Engine, EngineError
 from ponder.problem import Problem
 from ponder.store import NodeRecord, StoreError, TraceStore
 from ponder.strategies import Strategy, StrategyError, parse_strategy
+from ponder.strategies.base import DEFAULT_STRATEGY
 from ponder.think import Answer, athink
 from ponder.verifiers import AllOf, Verifier, parse_verifier_spec
 
@@ -37,9 +38,12 @@ def think(
     ] = None,
     strategy: Annotated[
         str, typer.Option("--strategy", "-s", help="Strategy spec, e.g. self-consistency:n=16.")
-    ] = "self-consistency",
+    ] = DEFAULT_STRATEGY,
     samples: Annotated[
-        int | None, typer.Option("--samples", "-n", help="Samples for strategies that take n.")
+        int | None,
+        typer.Option(
+            "--samples", "-n", help="Samples: the strategy's n, or its max_n (auto, adaptive-consistency)."
+        ),
     ] = None,
     budget: Annotated[
         list[str] | None,
@@ -90,9 +94,12 @@ def think(
     try:
         problem = problem_from_options(question, system, messages, answer_format, gold)
         limits = Budget.parse(*(budget or []))
-        chosen = parse_strategy(strategy, n=samples)
-        if samples is not None and "n" not in {p[0] for p in chosen.parameters()}:
-            fail(f"strategy {chosen.name!r} takes no --samples; use --budget '{samples} samples'")
+        chosen = parse_strategy(strategy)
+        if samples is not None:  # the strategy's own sample count: n, or max_n for early stoppers
+            takes = {p[0] for p in chosen.parameters()} & {"n", "max_n"}
+            if not takes:
+                fail(f"strategy {chosen.name!r} takes no --samples; use --budget '{samples} samples'")
+            chosen = parse_strategy(strategy, **{takes.pop(): samples})
         trace_store = TraceStore(store)
     except (BudgetError, StrategyError, StoreError, ValueError) as exc:
         fail(str(exc))
@@ -233,12 +240,14 @@ async def _run_with_progress(
         transient=True,
     )
     counts = {"sample": 0, "step": 0, "revision": 0}
+    heard: set[str] = set()  # listeners hear a node again each time it grows: count it once
     total = meter.budget.seconds or getattr(strategy, "n", None)
     task = progress.add_task("think", total=total, status="")
 
     def count(node: NodeRecord) -> None:
         on_node(node)
-        if node.kind in counts:
+        if node.kind in counts and node.id not in heard:
+            heard.add(node.id)
             counts[node.kind] += 1
 
     async def refresh() -> None:

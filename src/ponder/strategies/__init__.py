@@ -8,6 +8,7 @@ import pkgutil
 from ponder.strategies.adaptive_consistency import AdaptiveConsistency
 from ponder.strategies.auto import Auto
 from ponder.strategies.base import (
+    DEFAULT_STRATEGY,
     MAX_DEPTH,
     REGISTRY,
     Parameter,
@@ -33,6 +34,7 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
+    "DEFAULT_STRATEGY",
     "MAX_DEPTH",
     "MCTS",
     "REGISTRY",

@@ -71,7 +71,7 @@ class AdaptiveConsistency(Strategy):
         samples = list(samples)
         vote_node: str | None = None
         rounds = sampled = 0
-        while len(samples) < self.max_n and not ctx.meter.exhausted():
+        while len(samples) < self.max_n and not ctx.meter.limit_reached():
             rounds += 1
             k = min(self.batch, self.max_n - len(samples))
             round_node = ctx.note("step", f"round {rounds}: {k} samples", round=rounds)

@@ -80,6 +80,8 @@ class Parameter(NamedTuple):
 
 
 REGISTRY: dict[str, type[Strategy]] = {}
+#: what ponder thinks with when nobody says: cheap first, more only where it pays
+DEFAULT_STRATEGY = "auto"
 
 
 @dataclass

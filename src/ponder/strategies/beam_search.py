@@ -32,24 +32,16 @@ class BeamSearch(StepSearch):
         score = StepScorer(self.scorer)
         beams, done, cut = [Path()], list[Path](), list[Path]()
         for depth in range(1, self.max_steps + 1):
-            if ctx.meter.exhausted():
+            if ctx.meter.limit_reached():
                 break
-            requests = [steps.request(ctx, problem, b, self.expand, seed=ctx.seed + depth) for b in beams]
-            groups = await ctx.generate(requests)
-            children = [
-                (b, steps.extend(b, c)) for b, group in zip(beams, groups, strict=True) for c in group
-            ]
-            ok = [(b, p) for b, p in children if usable(p)]
-            scored = await score(ctx, problem, steps, [p for _, p in ok])
+            grown = await steps.grow(ctx, problem, beams, [self.expand] * len(beams), seed=ctx.seed + depth)
+            children = [path for group in grown for path in group]
+            ok = [p for p in children if usable(p)]
+            scored = await score(ctx, problem, steps, ok)
             keep = set(_top(scored, self.width))
-            kept = []
-            for i, ((parent, _), path) in enumerate(zip(ok, scored, strict=True)):
-                path = steps.record(ctx, problem, path, parent=parent.node, kept=i in keep)
-                if i in keep:
-                    kept.append(path)
-            for parent, path in children:
-                if not usable(path):
-                    cut.append(steps.record(ctx, problem, path, parent=parent.node, kept=False))
+            kept = [steps.record(ctx, problem, p, kept=i in keep) for i, p in enumerate(scored)]
+            kept = [p for i, p in enumerate(kept) if i in keep]
+            cut += [steps.record(ctx, problem, p, kept=False) for p in children if not usable(p)]
             if not kept:
                 break  # the budget cut this whole level: the previous beams stand
             done += [p for p in kept if p.complete]

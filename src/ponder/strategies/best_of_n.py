@@ -61,7 +61,7 @@ class BestOfN(Strategy):
             for cand in pool:
                 verdict, _ = await ctx.verify(problem, cand.text, cand.node, verifier)
                 cand.score = verdict.score
-                if ctx.meter.exhausted():
+                if ctx.meter.limit_reached(samples=False):  # verdicts are no samples
                     break  # unscored candidates keep score None and lose to scored ones
         else:
             how = "the inner strategy's own score" if self.of else "mean token probability (exp mean logprob)"
@@ -83,7 +83,7 @@ class BestOfN(Strategy):
         assert self.of is not None
         pool = []
         for i in range(self.n):
-            if ctx.meter.exhausted():
+            if ctx.meter.limit_reached():
                 break
             node = ctx.note("sample", f"{self.of.spec()} #{i + 1}", strategy=self.of.spec(), index=i)
             child = replace(ctx.child(node), seed=ctx.seed + SEED_STRIDE * i, verifier=verifier)

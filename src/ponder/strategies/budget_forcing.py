@@ -14,7 +14,6 @@ that stop is what "Wait" overrides. Each continuation is a "step" node, chained.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ponder.context import Context
@@ -22,15 +21,6 @@ from ponder.engines.base import Completion, GenerationRequest
 from ponder.extract import extract_answer
 from ponder.problem import Problem
 from ponder.strategies.base import TEMPERATURE, Result, Strategy
-
-
-async def continue_generation(ctx: Context, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
-    """Generate continuations of samples already begun: tokens are charged as usual, but a
-    continuation is not a new sample, so the samples budget is not charged again."""
-    if ctx.meter.exhausted():
-        return [[] for _ in requests]
-    results = await ctx.engine.generate(list(requests), meter=ctx.meter)
-    return results + [[] for _ in range(len(requests) - len(results))]
 
 
 @dataclass
@@ -67,56 +57,50 @@ class BudgetForcing(Strategy):
                 temperature=self.temperature,
                 seed=ctx.seed + waits,
             )
-            # the first call is a new sample; later ones continue it
-            (got,) = await (continue_generation(ctx, [request]) if last else ctx.generate([request]))
-            if not got:
+            # the first call is a new sample; later ones continue it (no new sample)
+            got = await self._continue(ctx, problem, request, text, appended, last, waits=waits)
+            if got is None:
                 break
-            done = got[0]
+            last, done = got
             text += done.text
             used += done.completion_tokens
-            last = self._step(ctx, problem, appended + done.text, done, text, last or ctx.parent, waits=waits)
             stopped_early = done.finish_reason == "stop" and used < self.min_tokens
-            if not stopped_early or waits >= self.max_waits or ctx.meter.exhausted():
+            if not stopped_early or waits >= self.max_waits or ctx.meter.limit_reached(samples=False):
                 break
             waits += 1
             appended = ("" if text.endswith((" ", "\n")) else " ") + self.wait
             text += appended
-        if last and used >= self.max_tokens and not ctx.meter.exhausted():
+        if last and used >= self.max_tokens and not ctx.meter.limit_reached(samples=False):
             # the cap: end the thinking and ask for the answer
             text += self.answer_prompt
             request = ctx.request(
                 problem, prefill=text, max_tokens=self.answer_tokens, temperature=0.0, stop=("\n",)
             )
-            (got,) = await continue_generation(ctx, [request])
-            if got:
-                text += got[0].text
-                used += got[0].completion_tokens
-                last = self._step(
-                    ctx, problem, self.answer_prompt + got[0].text, got[0], text, last, forced=True
-                )
+            got = await self._continue(ctx, problem, request, text, self.answer_prompt, last, forced=True)
+            if got is not None:
+                last, done = got
+                text += done.text
+                used += done.completion_tokens
         if last is None:
             return Result(None, "")
         return Result(extract_answer(text, problem.format), text, node=last, response_tokens=used)
 
-    def _step(
+    async def _continue(
         self,
         ctx: Context,
         problem: Problem,
-        shown: str,
-        done: Completion,
+        request: GenerationRequest,
         text: str,
-        parent: str | None,
+        shown: str,
+        last: str | None,
         **meta: object,
-    ) -> str:
-        """A continuation as a "step" node; `shown` includes what ponder appended ("Wait")."""
-        return ctx.note(
-            "step",
-            shown,
-            parent=parent,
-            answer=extract_answer(text, problem.format),
-            prompt_tokens=done.prompt_tokens,
-            completion_tokens=done.completion_tokens,
-            seconds=done.seconds,
-            finish_reason=done.finish_reason,
-            **meta,
+    ) -> tuple[str, Completion] | None:
+        """One continuation as a "step" node under the previous one, showing what ponder
+        appended ("Wait") before the model's text; its answer is read from the whole text."""
+        (got,) = await ctx.complete(
+            [request], kind="step", parent=last, samples=last is None, lead=shown, meta=meta
         )
+        if not got:
+            return None
+        ctx.trace.update(got[0].node, answer=extract_answer(text + got[0].completion.text, problem.format))
+        return got[0].node, got[0].completion

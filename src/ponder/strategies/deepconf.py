@@ -30,10 +30,10 @@ from typing import Any, Literal
 
 from ponder.context import Candidate, Context
 from ponder.engines.base import Completion, FinishReason, TokenLogprob
+from ponder.extract import extract_answer
 from ponder.problem import Problem
 from ponder.stopping import StopRule, settled
 from ponder.strategies.base import COUNT, TEMPERATURE, TOP_P, Result, Strategy
-from ponder.strategies.budget_forcing import continue_generation
 from ponder.strategies.self_consistency import note_votes
 from ponder.vote import tally
 
@@ -83,6 +83,7 @@ class Trace:
     finish: FinishReason = "length"
     open: bool = True
     stopped_early: bool = False
+    node: str | None = None
 
 
 @dataclass
@@ -166,7 +167,7 @@ class DeepConf(Strategy):
             return self._vote(ctx, traces, confs, threshold, warm_node)
         rounds = 0
         vote_node = self._tally_node(ctx, traces, confs, threshold, warm_node)
-        while len(traces) < self.n and not ctx.meter.exhausted():
+        while len(traces) < self.n and not ctx.meter.limit_reached():
             if self.consensus and self._settled(traces, confs, threshold):
                 break
             rounds += 1
@@ -198,31 +199,40 @@ class DeepConf(Strategy):
                 )
                 for t in todo
             ]
-            # the first chunk starts a sample (samples budget); later chunks continue it
-            results = await (ctx.generate(requests) if step == 0 else continue_generation(ctx, requests))
+            # the first chunk starts a sample (samples budget); later chunks grow its node
+            results = await ctx.complete(
+                requests,
+                parent=parent,
+                samples=step == 0,
+                grow=[t.node for t in todo],
+                meta=[{"index": t.index} for t in todo],
+            )
             step += 1
             for t, got in zip(todo, results, strict=True):
                 if not got:
                     t.open, t.finish = False, "budget"
                     continue
-                self._extend(t, got[0], ctx.max_tokens, threshold)
+                t.node = got[0].node
+                self._extend(t, got[0].completion, ctx.max_tokens, threshold)
             if step == 1:
-                live = [t for t in live if t.tokens or t.text]  # never started (samples budget)
+                live = [t for t in live if t.node]  # never started (samples budget)
         out = []
         for t in live:
+            assert t.node is not None
             done = Completion(t.text, t.finish, t.prompt_tokens, t.tokens, t.seconds, logprobs=t.logprobs)
             conf = self._trace_confidence(t.logprobs)
-            out.append(
-                ctx.record(
-                    problem,
-                    done,
-                    parent=parent,
-                    index=t.index,
-                    confidence=conf,
-                    stopped_early=t.stopped_early,
-                    chunks=step,
-                )
+            answer = extract_answer(t.text, problem.format)
+            ctx.trace.update(
+                t.node,
+                answer=answer,
+                meta={
+                    "finish_reason": t.finish,
+                    "confidence": conf,
+                    "stopped_early": t.stopped_early,
+                    "chunks": step,
+                },
             )
+            out.append(Candidate(t.text, answer, done, t.node))
         return out
 
     def _extend(self, t: Trace, got: Completion, max_tokens: int, threshold: float) -> None:

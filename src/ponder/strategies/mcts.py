@@ -72,7 +72,7 @@ class MCTS(StepSearch):
         search = _Search(self, problem, ctx)
         root, done = Node(Path()), 0
         for it in range(self.iterations):
-            if ctx.meter.exhausted():
+            if ctx.meter.limit_reached():
                 break
             leaf = self.select(root)
             if not self.terminal(leaf) and (leaf.visits or leaf is root):
@@ -142,19 +142,17 @@ class _Search:
 
     async def expand(self, node: Node, *, seed: int) -> list[Node]:
         m, steps = self.mcts, self.steps
-        request = steps.request(self.ctx, self.problem, node.path, m.expand, seed=seed)
-        (group,) = await self.ctx.generate([request])
-        paths = [steps.extend(node.path, c) for c in group]
+        (paths,) = await steps.grow(self.ctx, self.problem, [node.path], [m.expand], seed=seed)
         fresh = [
             p for i, p in enumerate(paths) if usable(p) and (p.steps, p.complete) not in _keys(paths[:i])
         ]
-        for path in await self.score(self.ctx, self.problem, steps, fresh):
-            node.children.append(
-                Node(steps.record(self.ctx, self.problem, path, parent=node.path.node), node)
-            )
         for path in paths:
             if not usable(path):
-                self.cut.append(steps.record(self.ctx, self.problem, path, parent=node.path.node, cut=True))
+                self.cut.append(steps.record(self.ctx, self.problem, path, cut=True))
+            elif all(path is not f for f in fresh):
+                steps.record(self.ctx, self.problem, path, duplicate=True)
+        for path in await self.score(self.ctx, self.problem, steps, fresh):
+            node.children.append(Node(steps.record(self.ctx, self.problem, path), node))
         return node.children
 
     async def evaluate(self, leaf: Node, *, seed: int) -> float:
@@ -182,27 +180,20 @@ class _Search:
     async def _rollout(self, path: Path, seed: int) -> Path | None:
         """Finish the solution from `path` in one sample, written as a "sample" node under it."""
         m, steps, ctx = self.mcts, self.steps, self.ctx
-        request = steps.request(ctx, self.problem, path, 1, seed=seed, to_end=True)
-        (group,) = await ctx.generate([request])
-        if not group or group[0].finish_reason not in ("stop", "length"):
+        (group,) = await steps.grow(ctx, self.problem, [path], [1], seed=seed, to_end=True, kind="sample")
+        if not group or not usable(group[0]):
             return None
-        solution = replace(steps.extend(path, group[0]), complete=True)
+        solution = group[0]
+        solution = replace(solution, complete=True)
         if m.value == "rollout":
             (solution,) = await self.score(ctx, self.problem, steps, [solution])
-        c = group[0]
-        node = ctx.note(
-            "sample",
-            c.text,
-            parent=path.node or ctx.parent,
+        ctx.trace.update(
+            solution.node or "",
             answer=steps.answer(self.problem, solution),
             score=solution.score if m.value == "rollout" else None,
-            prompt_tokens=c.prompt_tokens,
-            completion_tokens=c.completion_tokens,
-            seconds=c.seconds,
-            finish_reason=c.finish_reason,
-            rollout=True,
+            meta={"rollout": True},
         )
-        return replace(solution, node=node)
+        return solution
 
     def best(self, root: Node) -> Result:
         finished = [n for n in root.walk() if n.solution is not None]

@@ -52,7 +52,7 @@ class ParticleFilter(StepSearch):
         score, rng = StepScorer(self.scorer), random.Random(ctx.seed)
         particles, cut = [Path()] * self.particles, list[Path]()
         for depth in range(1, self.max_steps + 1):
-            if all(p.complete for p in particles) or ctx.meter.exhausted():
+            if all(p.complete for p in particles) or ctx.meter.limit_reached():
                 break
             advanced = await self.advance(particles, steps, score, problem, ctx, cut, seed=ctx.seed + depth)
             if advanced is None:
@@ -87,16 +87,17 @@ class ParticleFilter(StepSearch):
             if not p.complete:
                 copies.setdefault(id(p), []).append(i)
         groups = list(copies.values())
-        requests = [steps.request(ctx, problem, particles[g[0]], len(g), seed=seed) for g in groups]
-        results = await ctx.generate(requests)
+        grown_groups = await steps.grow(
+            ctx, problem, [particles[g[0]] for g in groups], [len(g) for g in groups], seed=seed
+        )
         grown = {
-            i: steps.extend(particles[i], c)
-            for g, result in zip(groups, results, strict=True)
-            for i, c in zip(g, result, strict=False)  # the samples budget may clamp n
+            i: path
+            for g, paths in zip(groups, grown_groups, strict=True)
+            for i, path in zip(g, paths, strict=False)  # the samples budget may clamp n
         }
-        for i, p in grown.items():
+        for p in grown.values():
             if not usable(p):
-                cut.append(steps.record(ctx, problem, p, parent=particles[i].node, cut=True))
+                cut.append(steps.record(ctx, problem, p, cut=True))
         if not any(usable(p) for p in grown.values()):
             return None
         fresh = [i for i, p in grown.items() if usable(p)]
@@ -104,7 +105,7 @@ class ParticleFilter(StepSearch):
         out = [scored.get(i, p) for i, p in enumerate(particles)]
         weights = self.weights(out)
         for i in fresh:
-            out[i] = steps.record(ctx, problem, out[i], parent=particles[i].node, weight=round(weights[i], 4))
+            out[i] = steps.record(ctx, problem, out[i], weight=round(weights[i], 4))
         return out
 
     def weights(self, particles: list[Path]) -> list[float]:

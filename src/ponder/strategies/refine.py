@@ -64,7 +64,7 @@ class Refine(Strategy):
                 break
             if verifier is None or verdict.score > best_score:  # ties keep the earlier version
                 best, best_score = draft, verdict.score
-            if verdict.passed or round == self.max_rounds or ctx.meter.exhausted():
+            if verdict.passed or round == self.max_rounds or ctx.meter.limit_reached():
                 break
             revised = await self._revise(problem, draft, verdict.feedback, verdict_node, ctx, round + 1)
             if revised is None or not revised.completion.completion_tokens:
@@ -86,27 +86,19 @@ class Refine(Strategy):
         the next revision hangs from."""
         if verifier is not None:
             return await ctx.verify(problem, draft.text, draft.node, verifier)
-        if ctx.meter.exhausted():
+        if ctx.meter.limit_reached():
             return None, draft.node
         request = _follow_up(
             ctx, problem, draft.text, CRITIQUE_REQUEST, self.critique_tokens, temperature=0.0
         )
-        (completions,) = await ctx.generate([request])
-        if not completions:
+        (critiques,) = await ctx.complete([request], kind="critique", parent=draft.node)
+        if not critiques:
             return None, draft.node
-        critique = completions[0]
-        passed = bool(_CORRECT.match(critique.text))
-        node = ctx.note(
-            "critique",
-            critique.text,
-            parent=draft.node,
-            passed=passed,
-            prompt_tokens=critique.prompt_tokens,
-            completion_tokens=critique.completion_tokens,
-            seconds=critique.seconds,
-            finish_reason=critique.finish_reason,
-        )
-        return Verdict(score=1.0 if passed else 0.0, passed=passed, feedback=critique.text), node
+        critique = critiques[0]
+        passed = bool(_CORRECT.match(critique.completion.text))
+        ctx.trace.update(critique.node, meta={"passed": passed})
+        verdict = Verdict(score=1.0 if passed else 0.0, passed=passed, feedback=critique.completion.text)
+        return verdict, critique.node
 
     async def _revise(
         self, problem: Problem, draft: Candidate, feedback: str, parent: str, ctx: Context, round: int
@@ -130,12 +122,14 @@ class Refine(Strategy):
                 temperature=self.temperature,
             )
         )
-        (completions,) = await ctx.generate([request])
-        if not completions:
-            return None
-        return ctx.record(
-            problem, completions[0], kind="revision", parent=parent, round=round, feedback=feedback
+        (revisions,) = await ctx.complete(
+            [request],
+            kind="revision",
+            parent=parent,
+            problem=problem,
+            meta={"round": round, "feedback": feedback},
         )
+        return ctx.candidate(revisions[0]) if revisions else None
 
 
 def _follow_up(

@@ -28,7 +28,8 @@ from ponder.engines.base import Completion, GenerationRequest
 from ponder.extract import extract_answer
 from ponder.problem import Problem
 from ponder.strategies.base import TEMPERATURE, TOP_P, Strategy
-from ponder.verifiers.model import REWARD_USER, p_yes
+from ponder.trace import NodeKind
+from ponder.verifiers.model import Reward
 
 ScorerName = Literal["auto", "prm", "verifier", "logprob"]
 
@@ -137,9 +138,29 @@ class Steps:
             logprobs=True,
         )
 
-    def extend(self, path: Path, completion: Completion) -> Path:
-        """The path with one more step (not yet scored or recorded). An empty step means the
-        model ended: the path is complete and keeps its score."""
+    async def grow(
+        self,
+        ctx: Context,
+        problem: Problem,
+        paths: Sequence[Path],
+        counts: Sequence[int],
+        *,
+        seed: int | None,
+        to_end: bool = False,
+        kind: NodeKind = "step",
+    ) -> list[list[Path]]:
+        """`counts[i]` continuations of each `paths[i]` in one batched call, each written as
+        a `kind` node under the path's last step as it is generated; per path, the grown
+        paths (fewer when the budget cut the call)."""
+        asks = zip(paths, counts, strict=True)
+        requests = [self.request(ctx, problem, p, k, seed=seed, to_end=to_end) for p, k in asks]
+        groups = await ctx.complete(requests, kind=kind, parent=[p.node for p in paths])
+        grown = zip(paths, groups, strict=True)
+        return [[self.extend(p, g.completion, g.node) for g in group] for p, group in grown]
+
+    def extend(self, path: Path, completion: Completion, node: str | None = None) -> Path:
+        """The path with one more step (not yet scored), written as `node`; an empty step
+        means the model ended: the path is complete and keeps its score."""
         lps = [t.logprob for t in completion.logprobs or () if math.isfinite(t.logprob)]
         grown = replace(
             path,
@@ -147,6 +168,7 @@ class Steps:
             logprob=path.logprob + sum(lps),
             logprob_tokens=path.logprob_tokens + len(lps),
             last=completion,
+            node=node,
         )
         step = completion.text.rstrip()
         if not step.strip():
@@ -160,28 +182,25 @@ class Steps:
     def answer(self, problem: Problem, path: Path) -> str | None:
         return extract_answer(self.text(path), problem.format) if path.steps else None
 
-    def record(
-        self, ctx: Context, problem: Problem, path: Path, *, parent: str | None, **meta: object
-    ) -> Path:
-        """Write the path's newest step as a "step" node under `parent` (the previous step's
-        node); an "end" node (empty text) marks where the model finished."""
-        c = path.last
-        node = ctx.note(
-            "step",
-            "" if path.ended or not path.steps else path.steps[-1],
-            parent=parent if parent is not None else ctx.parent,
+    def record(self, ctx: Context, problem: Problem, path: Path, **meta: object) -> Path:
+        """Finish the node of the path's newest step (written while it was generated): the
+        step's text, its score and answer; an "end" node (empty text) marks where the
+        model finished."""
+        if path.node is None or path.last is None:
+            return path
+        ctx.trace.update(
+            path.node,
+            text="" if path.ended or not path.steps else path.steps[-1],
             answer=self.answer(problem, path) if path.complete else None,
             score=path.score,
-            prompt_tokens=c.prompt_tokens if c else 0,
-            completion_tokens=c.completion_tokens if c else 0,
-            seconds=c.seconds if c else 0.0,
-            finish_reason=c.finish_reason if c else None,
-            depth=path.depth + path.ended,  # an end node sits one level below the step it ends
-            complete=path.complete,
-            end=path.ended,
-            **meta,
+            meta={
+                "depth": path.depth + path.ended,  # an end node sits one level below the step it ends
+                "complete": path.complete,
+                "end": path.ended,
+                **meta,
+            },
         )
-        return replace(path, node=node)
+        return path
 
 
 @dataclass(kw_only=True)
@@ -215,8 +234,9 @@ class StepScorer:
     - "verifier": `ctx.verifier`'s score on the partial solution;
     - "logprob": exp(mean token logprob) of the path, free but only the model's confidence;
     - "auto": the verifier when there is one, else "prm".
-    Scoring tokens are charged to the meter but are not samples. Once the budget is spent,
-    or when the engine returns no logprobs, scores fall back to "logprob".
+    Scores are verdicts recorded under the step they score (`Context.verify`), so a reward
+    model's tokens are the request's: charged to the meter, not samples. Once the budget is
+    spent, or when the engine returns no Yes/No logprobs, scores fall back to "logprob".
     """
 
     how: ScorerName = "auto"
@@ -225,16 +245,18 @@ class StepScorer:
         self, ctx: Context, problem: Problem, steps: Steps, paths: Sequence[Path]
     ) -> list[Path]:
         """The paths with scores; "end" paths keep the score of the solution they finish."""
-        todo = [i for i, p in enumerate(paths) if p.steps and not p.ended]
-        texts = [steps.text(paths[i]) for i in todo]
+        todo = [i for i, p in enumerate(paths) if p.steps and not p.ended and p.node is not None]
         how = self.how if self.how != "auto" else ("verifier" if ctx.verifier is not None else "prm")
+        verifier = ctx.verifier if how == "verifier" else Reward(ctx.engine) if how == "prm" else None
         scores: list[float | None] = [None] * len(todo)
-        if todo and not ctx.meter.exhausted():
-            if how == "verifier" and ctx.verifier is not None:
-                verdicts = await asyncio.gather(*(ctx.verifier.verify(problem, t) for t in texts))
-                scores = [v.score for v in verdicts]
-            elif how == "prm":
-                scores = await process_reward(ctx, problem, texts)
+        if todo and verifier is not None and ctx.meter.limit_reached(samples=False) is None:
+            verdicts = await asyncio.gather(
+                *(ctx.verify(problem, steps.text(paths[i]), paths[i].node or "", verifier) for i in todo)
+            )
+            if how == "verifier":
+                scores = [v.score for v, _ in verdicts]
+            else:  # a reward model that said neither Yes nor No gives no score
+                scores = [v.details.get("p_yes") for v, _ in verdicts]
         out = list(paths)
         for i, s in zip(todo, scores, strict=True):
             out[i] = replace(paths[i], score=s if s is not None else confidence(paths[i]))
@@ -244,23 +266,3 @@ class StepScorer:
 def confidence(path: Path) -> float:
     """exp(mean token logprob) of the path: the cheapest, self-reported score."""
     return math.exp(path.logprob / path.logprob_tokens) if path.logprob_tokens else 0.5
-
-
-async def process_reward(ctx: Context, problem: Problem, solutions: Sequence[str]) -> list[float | None]:
-    """`Reward`'s P("Yes") for each partial solution, asked in one batch and charged to the
-    meter (the verifier asks one at a time, outside any budget); None where the engine
-    gave no Yes/No logprobs."""
-    asks = [REWARD_USER.format(question=problem.question, answer=s) for s in solutions]
-    requests = [
-        GenerationRequest(
-            messages=[{"role": "user", "content": a}] if ctx.chat else None,
-            prompt=None if ctx.chat else f"{a}\n",
-            max_tokens=2,
-            temperature=0.0,
-            logprobs=True,
-            top_logprobs=10,
-        )
-        for a in asks
-    ]
-    results = await ctx.engine.generate(requests, meter=ctx.meter)
-    return [p_yes(group[0].logprobs) if group else None for group in results]

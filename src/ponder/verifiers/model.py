@@ -2,21 +2,67 @@
 
 `Reward` needs no trained reward head: P("Yes") to "Is this answer correct?" from the
 engine's top logprobs turns any engine that reports them (the embedded llama.cpp one
-included) into an outcome/process reward model.
+included) into an outcome/process reward model, for whole answers and (the step searches'
+"prm" scorer) for partial solutions alike.
+
+Their tokens are the request's: inside `Context.verify` they generate through the
+request's context (`generating_through`), which charges its meter and writes their
+generations as trace nodes; called on their own (a user's script) they call their engine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import re
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ponder.engines.base import GenerationRequest, TokenLogprob
+from ponder.engines.base import Completion, GenerationRequest, Message, TokenLogprob
 from ponder.problem import Problem
 from ponder.verifiers.base import Verdict
 
 if TYPE_CHECKING:
     from ponder.engines.base import Engine
+
+Generate = Callable[["Engine", Sequence[GenerationRequest]], Awaitable[list[list[Completion]]]]
+"""Generate on an engine, metered and recorded by whoever provides it (a request's context)."""
+
+_through: contextvars.ContextVar[Generate | None] = contextvars.ContextVar("ponder_generate", default=None)
+
+
+@contextlib.contextmanager
+def generating_through(generate: Generate) -> Iterator[None]:
+    """Model verifiers called inside this block (composites and concurrent tasks
+    included: asyncio copies the context into the tasks it starts) generate via `generate`."""
+    token = _through.set(generate)
+    try:
+        yield
+    finally:
+        _through.reset(token)
+
+
+async def _ask(
+    engine: Engine, system: str | None, user: str, max_tokens: int, top_logprobs: int = 0
+) -> Completion | None:
+    """One greedy answer to `user` (with top logprobs if asked), chat or raw as the engine
+    wants, through the current request's context when there is one; None when the budget
+    gave it no tokens."""
+    if getattr(engine, "chat", True):
+        messages: list[Message] = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": user})
+        request = GenerationRequest(messages=messages)
+    else:
+        request = GenerationRequest(prompt=f"{system}\n\n{user}\n" if system else f"{user}\n")
+    request = replace(
+        request, max_tokens=max_tokens, temperature=0.0, logprobs=top_logprobs > 0, top_logprobs=top_logprobs
+    )
+    through = _through.get()
+    groups = await (through(engine, [request]) if through is not None else engine.generate([request]))
+    return groups[0][0] if groups and groups[0] else None
+
 
 JUDGE_SYSTEM = (
     "You are a strict, fair grader. Judge whether the answer correctly and completely solves "
@@ -92,12 +138,9 @@ class Judge:
         user = JUDGE_USER.format(
             question=problem.question, reference=reference, answer=candidate, low=self.low, high=self.high
         )
-        request = GenerationRequest(
-            messages=[{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}],
-            max_tokens=self.max_tokens,
-            temperature=0.0,
-        )
-        (completion,) = (await self.engine.generate([request]))[0][:1]
+        completion = await _ask(self.engine, JUDGE_SYSTEM, user, self.max_tokens)
+        if completion is None:
+            return Verdict(0.0, False, "the budget ended before the judge spoke", {"error": "no tokens"})
         text = completion.text.strip()
         score = parse_score(text, self.low, self.high)
         if score is None:
@@ -142,15 +185,9 @@ class Reward:
 
     async def score(self, question: str, answer: str) -> float | None:
         """The reward of one (question, answer) pair; a partial solution gives a step reward."""
-        request = GenerationRequest(
-            messages=[{"role": "user", "content": REWARD_USER.format(question=question, answer=answer)}],
-            max_tokens=3,
-            temperature=0.0,
-            logprobs=True,
-            top_logprobs=self.top_logprobs,
-        )
-        (completion,) = (await self.engine.generate([request]))[0][:1]
-        return p_yes(completion.logprobs)
+        ask = REWARD_USER.format(question=question, answer=answer)
+        completion = await _ask(self.engine, None, ask, 3, self.top_logprobs)
+        return p_yes(completion.logprobs) if completion is not None else None
 
     async def verify(self, problem: Problem, candidate: str) -> Verdict:
         p = await self.score(problem.question, candidate)
