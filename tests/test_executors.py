@@ -60,6 +60,7 @@ async def test_a_recorded_trace_replays_into_sqlite_as_thought_there(tmp_path: P
     ]
     assert sum(n.kind == "sample" for n in trace.nodes) == 3
     assert trace.usage == recorded.usage and trace.problem == recorded.problem
+    assert trace.prompts and trace.prompts == recorded.prompts  # the prompts as sent came along
     assert [t.id for t in recorder.list_traces(status="done", strategy="self-consistency")] == [trace.id]
     assert recorder.list_traces(text="not in it") == []
 

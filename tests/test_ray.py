@@ -91,7 +91,7 @@ async def test_ray_gives_the_same_answers_as_local_with_the_real_model(
     for row in ray_rows["direct"]:
         trace = store.get_trace(row["trace_id"])
         assert trace is not None and trace.status == "done" and trace.answer == row["answer"]
-        assert [n.kind for n in trace.nodes] == ["root", "sample", "answer"]
+        assert [n.kind for n in trace.nodes] == ["root", "sample", "answer"] and trace.prompts
     print(f"\nwall time, 6 problems: local {local_s:.1f}s, ray (2 workers, incl. actor start) {ray_s:.1f}s")
 
 
