@@ -20,7 +20,9 @@ from ponder.datasets import ItemRef, item_ref, load_dataset, resolve
 from ponder.engines.spec import EngineSpec
 from ponder.executors import LocalExecutor, Recorder, get_executor
 from ponder.store import TraceStore
+from ponder.strategies import BestOfN
 from ponder.think import athink
+from ponder.verifiers.math import MathEquivalence
 from test_bench import ArithmeticEngine, bench_in_process, expected_direct_correct
 
 ARITH = ("reasoning-gym:basic_arithmetic", {"min_digits": 1, "max_digits": 1})
@@ -41,8 +43,10 @@ def test_a_dataset_problem_travels_as_a_reference_and_is_rebuilt_with_its_grader
     assert resolve(item_ref(fixed) or ItemRef("?", "?")).question == fixed.question
     with pytest.raises(ValueError, match="has no problem 'nope'"):
         resolve(ItemRef("gsm8k", "nope"))
-    # the local executor keeps the object it already has
-    assert make_job(problems[3], "direct").problem is problems[3]
+    # the local executor keeps the objects it already has (a verifier object has no spec)
+    strategy = BestOfN(n=2, verifier=MathEquivalence(rel_tol=0.1))
+    job = make_job(problems[3], strategy)
+    assert job.problem is problems[3] and job.strategy is strategy and job.spec == "best-of-n:n=2"
 
 
 async def test_a_recorded_trace_replays_into_sqlite_as_thought_there(tmp_path: Path) -> None:

@@ -31,10 +31,11 @@ __all__ = ["Job", "Outcome", "athink_many", "make_job", "run_jobs", "solve", "th
 
 @dataclass(frozen=True)
 class Job:
-    """One problem and one strategy (canonical spec), with the run's settings."""
+    """One problem and one strategy (a spec, or a strategy object whose verifier has no
+    spec), with the run's settings."""
 
     problem: Problem | ItemRef
-    strategy: str
+    strategy: str | Strategy
     budget: Budget = field(default_factory=Budget)
     seed: int = 0
     max_tokens: int = 512
@@ -42,6 +43,10 @@ class Job:
     @property
     def problem_id(self) -> str:
         return str(self.problem.id)
+
+    @property
+    def spec(self) -> str:
+        return self.strategy.spec() if isinstance(self.strategy, Strategy) else self.strategy
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class Outcome:
 
 def make_job(
     problem: Problem,
-    strategy: str,
+    strategy: str | Strategy,
     *,
     budget: Budget | None = None,
     seed: int = 0,
@@ -96,7 +101,7 @@ async def solve(job: Job, engine: Engine, store: Store | None) -> Outcome:
         samples = [n for n in heard.values() if n.meta.get("finish_reason") not in ("budget", "cancelled")]
         grader = problem.meta.get(GRADER_KEY)
         if not isinstance(grader, Dataset):
-            return Outcome(job.problem_id, job.strategy, answer, None, [(n.answer, None) for n in samples])
+            return Outcome(job.problem_id, job.spec, answer, None, [(n.answer, None) for n in samples])
         correct = await grader.agrade(problem, answer.answer, answer.response)
         graded: dict[tuple[str | None, str], bool] = {}
         for node in samples:
@@ -104,11 +109,11 @@ async def solve(job: Job, engine: Engine, store: Store | None) -> Outcome:
             if key not in graded:
                 graded[key] = await grader.agrade(problem, node.answer, node.text)
         rows: list[tuple[str | None, bool | None]] = [(n.answer, graded[(n.answer, n.text)]) for n in samples]
-        return Outcome(job.problem_id, job.strategy, answer, correct, rows)
+        return Outcome(job.problem_id, job.spec, answer, correct, rows)
     except BudgetError:
         raise
     except Exception as exc:  # one failing problem must not sink the batch; a rerun retries it
-        return Outcome(job.problem_id, job.strategy, None, error=f"{type(exc).__name__}: {exc}")
+        return Outcome(job.problem_id, job.spec, None, error=f"{type(exc).__name__}: {exc}")
 
 
 async def run_jobs(
@@ -123,7 +128,7 @@ async def run_jobs(
     (after its trace is in `store`), failures included."""
 
     def failed(job: Job, why: str) -> None:
-        on_outcome(Outcome(job.problem_id, job.strategy, None, error=why))
+        on_outcome(Outcome(job.problem_id, job.spec, None, error=why))
 
     await executor.map(
         solve,
@@ -165,9 +170,9 @@ async def athink_many(
     runner = get_executor(executor, concurrency=concurrency) if isinstance(executor, str) else executor
     if engine is None:
         engine = EngineSpec() if runner.remote else default_engine()
-    spec = _canonical(strategy, engine)
+    chosen = strategy if isinstance(strategy, Strategy) else _canonical(strategy, engine)
     jobs = [
-        make_job(p, spec, budget=limits, seed=seed, max_tokens=max_tokens, remote=runner.remote)
+        make_job(p, chosen, budget=limits, seed=seed, max_tokens=max_tokens, remote=runner.remote)
         for p in items
     ]
     outcomes: dict[str, Outcome] = {}
@@ -185,12 +190,10 @@ async def athink_many(
     return [outcomes[i] for i in ids]
 
 
-def _canonical(strategy: str | Mapping[str, Any] | Strategy, engine: Engine | EngineSpec) -> str:
+def _canonical(strategy: str | Mapping[str, Any], engine: Engine | EngineSpec) -> str:
     """The strategy's canonical spec (the outcomes' key). One that grades with the engine
     (a judge verifier) cannot be built without it; with only an engine spec here, its
     text goes as given and each worker builds it with its own engine."""
-    if isinstance(strategy, Strategy):
-        return strategy.spec()
     text = strategy if isinstance(strategy, str) else json.dumps(dict(strategy))
     try:
         return parse_strategy(text, engine=None if isinstance(engine, EngineSpec) else engine).spec()
