@@ -23,6 +23,7 @@ from ponder.store import TraceStore
 from ponder.strategies import BestOfN
 from ponder.think import athink
 from ponder.verifiers.math import MathEquivalence
+from servers import free_port
 from test_bench import ArithmeticEngine, bench_in_process, expected_direct_correct
 
 ARITH = ("reasoning-gym:basic_arithmetic", {"min_digits": 1, "max_digits": 1})
@@ -177,3 +178,13 @@ def test_a_strategy_that_grades_with_the_engine_goes_to_workers_as_typed() -> No
     assert _canonical("best-of-n:n=2,verifier=judge", EngineSpec()) == "best-of-n:n=2,verifier=judge"
     with pytest.raises(StrategyError, match="nope"):
         _canonical("best-of-n:n=2,verifier=nope", EngineSpec())
+
+
+def test_a_ray_address_nobody_listens_at_fails_in_seconds(tmp_path: Path) -> None:
+    port = free_port()
+    args = ["--dataset", "gsm8k", "--strategy", "direct", "--out", str(tmp_path / "o"), "--executor", "ray"]
+    result = bench_in_process(*args, "--ray-address", f"127.0.0.1:{port}", env={"PONDER_HOME": str(tmp_path)})
+    assert result.exit_code == 2
+    assert f"no Ray cluster answers at 127.0.0.1:{port}" in result.output
+    bad = bench_in_process(*args, "--ray-address", "nohost", env={"PONDER_HOME": str(tmp_path)})
+    assert bad.exit_code == 2 and "expected host:port" in bad.output

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -59,6 +60,19 @@ class _Slot:
     handle: Any
     pid: Any  # ObjectRef of the actor's pid, asked for first thing
     busy: int = 0
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a cluster address nobody listens at (ray.init retries for minutes)."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ExecutorError(f"Ray address {address!r}: expected host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ExecutorError(f"no Ray cluster answers at {address}: {exc.strerror or exc}") from None
 
 
 class RayExecutor(Executor):
@@ -112,6 +126,8 @@ class RayExecutor(Executor):
             raise ExecutorError(RAY_EXTRA) from None
         if ray.is_initialized():
             return ray
+        if self.address is not None:
+            _check_reachable(self.address)
         options: dict[str, Any] = dict(
             include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False
         )
