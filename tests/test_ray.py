@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
+from ponder import think_many
 from ponder.bench import BenchRun, parse_strategies, read_results, run_bench
 from ponder.datasets import get_dataset
 from ponder.engines.spec import EngineSpec
-from ponder.executors import LocalExecutor
+from ponder.executors import ExecutorError, LocalExecutor
 from ponder.executors.ray import RayExecutor
 from ponder.store import TraceStore
 from test_bench import ARITH, ArithmeticServer, bench_cli, expected_direct_correct
@@ -151,3 +152,17 @@ def test_bench_cli_on_ray_starts_and_stops_its_own_cluster(tmp_path: Path) -> No
     assert len(rows) == 4 and all(r["model"] == "arith" for r in rows)
     assert len(TraceStore(tmp_path / "traces.sqlite").list_traces()) == 4
     assert "Traceback" not in result.stderr
+
+
+def test_an_engine_a_worker_cannot_build_stops_the_run_with_its_cause(
+    cluster: RayExecutor, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(ExecutorError, match=f"could not build its engine: .*model file not found: {missing}"):
+        think_many(
+            ["What is 2 + 2?"],
+            strategy="direct",
+            engine=EngineSpec(options={"model_path": str(missing)}),
+            executor=RayExecutor(workers=1),
+            store=False,
+        )

@@ -107,6 +107,7 @@ class RayExecutor(Executor):
         self.deaths = 0  # actors lost during map(), for the caller's report
         self.retried = 0  # jobs put back in the queue after their actor died
         self._pool: list[_Slot] = []
+        self._replacements = 0
         self._started = False
 
     def start(self) -> RayExecutor:
@@ -183,7 +184,7 @@ class RayExecutor(Executor):
         count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_worker))
         count = min(count, len(jobs))
         self._pool = [self._spawn(ray, engine) for _ in range(count)]
-        replacements = count * self.max_attempts  # a bound, so a cluster that kills every actor ends
+        self._replacements = count * self.max_attempts  # a bound, so a cluster that kills every actor ends
         queue = deque(range(len(jobs)))
         attempts = [0] * len(jobs)
         running: dict[asyncio.Future[Any], tuple[int, _Slot]] = {}
@@ -205,13 +206,8 @@ class RayExecutor(Executor):
                     slot.busy -= 1
                     try:
                         result, recorder = future.result()
-                    except (RayActorError, WorkerCrashedError):
-                        if slot in self._pool:
-                            self.deaths += 1
-                            self._pool.remove(slot)
-                            if replacements > 0:
-                                replacements -= 1
-                                self._pool.append(self._spawn(ray, engine))
+                    except (RayActorError, WorkerCrashedError) as exc:
+                        self._lost(ray, slot, engine, exc)
                         attempts[index] += 1
                         if attempts[index] >= self.max_attempts:
                             on_error(jobs[index], f"its Ray worker died {attempts[index]} times")
@@ -230,6 +226,19 @@ class RayExecutor(Executor):
             for slot in self._pool:
                 ray.kill(slot.handle)
             self._pool = []
+
+    def _lost(self, ray: Any, slot: _Slot, engine: EngineSpec, exc: Exception) -> None:
+        """An actor died: replace it (once, whichever of its calls reports it first), or stop
+        the run when it never started (every worker builds the same spec, so all would fail)."""
+        if getattr(exc, "actor_init_failed", False):
+            cause = str(exc).strip().splitlines()[-1]
+            raise ExecutorError(f"a Ray worker could not build its engine: {cause}") from None
+        if slot in self._pool:
+            self.deaths += 1
+            self._pool.remove(slot)
+            if self._replacements > 0:
+                self._replacements -= 1
+                self._pool.append(self._spawn(ray, engine))
 
     def close(self) -> None:
         """Shut down the cluster this executor started (a joined one keeps running)."""
