@@ -14,8 +14,10 @@ Invariants:
   reported through `on_error` instead of retried for ever.
 
 With no address this starts a private cluster on loopback (Ray's single-machine switch,
-`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, keeps every port on 127.0.0.1) and shuts it down in
-`close()`; with an address it joins that cluster and leaves it running.
+`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, keeps every port on 127.0.0.1; it is read when Ray is
+imported, so a program that imported Ray first gets Ray's default address) and shuts it
+down in `close()`; with an address it joins that cluster and leaves it running. A cluster
+already initialised in this process (`ray.init` by the caller) is used as it is.
 """
 
 from __future__ import annotations
