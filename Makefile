@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 QUESTION ?= What is 17 + 25?
 
-.PHONY: setup browser run test lint bench clean
+.PHONY: setup browser run ask test lint bench clean
 
 setup: $(STAMP)
 
@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[local,lint,dev,server,bench,gemma,ray]'
 	touch $(STAMP)
 
+# what thinking buys: direct against auto on seeded easy and hard questions (about a minute)
 run: setup
-	$(BIN)/ponder think "$(QUESTION)" --strategy self-consistency --samples 8 --budget 60s
-	$(BIN)/ponder traces list --limit 3
+	$(BIN)/ponder demo
+
+ask: setup
+	$(BIN)/ponder think "$(QUESTION)" --budget 60s
 
 # The viewer's browser tests drive Debian's Chromium (Playwright never downloads a browser).
 browser:

@@ -1,7 +1,7 @@
 """Check the sandbox harness on HumanEval: all 164 canonical solutions must pass their tests,
-and the 164 bare prompts (no body) must fail. Prints counts and wall time.
+and the 164 bare prompts (no body) must fail. Prints counts, wall time and the isolation used.
 
-    python benchmarks/humaneval_sandbox.py [--concurrency 2]
+    PYTHONPATH=src python benchmarks/humaneval_sandbox.py [--concurrency 2]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ async def run(concurrency: int) -> dict[str, object]:
     set_max_concurrency(concurrency)
     problems = load_humaneval()
     verifier = UnitTests()
+    isolation: set[str] = set()
 
     async def grade(kind: str) -> tuple[list[str], float]:
         start = time.monotonic()
@@ -26,6 +27,7 @@ async def run(concurrency: int) -> dict[str, object]:
         verdicts = await asyncio.gather(
             *(verifier.verify(p, t) for p, t in zip(problems, texts, strict=True))
         )
+        isolation.update(f"{v.details.get('isolation')} cgroup={v.details.get('cgroup')}" for v in verdicts)
         passed = [p.id or "" for p, v in zip(problems, verdicts, strict=True) if v.passed]
         return passed, time.monotonic() - start
 
@@ -38,6 +40,8 @@ async def run(concurrency: int) -> dict[str, object]:
         "canonical_seconds": round(t_solutions, 2),
         "prompt_only_passed": bare,
         "prompt_only_seconds": round(t_prompts, 2),
+        "seconds_per_run": round((t_solutions + t_prompts) * concurrency / (2 * len(problems)), 3),
+        "isolation": sorted(isolation),
         "concurrency": concurrency,
     }
 

@@ -525,3 +525,15 @@ def test_prices_reach_the_engine_and_the_usage(tmp_path: Path) -> None:
     usage = json.loads(result.stdout)["usage"]
     assert usage["completion_tokens"] > 0
     assert usage["usd"] == pytest.approx(usage["prompt_tokens"] * 1.0 + usage["completion_tokens"] * 2.0)
+
+
+@pytest.mark.model
+def test_demo_compares_strategies_on_seeded_questions(tmp_path: Path) -> None:
+    result = ponder("demo", "--size", "2", "--strategies", "direct,cot", "--max-tokens", "48", home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "direct" in out and "cot" in out and "accuracy" in out and "tokens / question" in out
+    assert out.count("✓") + out.count("✗") == 4  # two questions, two strategies, each graded
+    from ponder.store import TraceStore
+
+    assert len(TraceStore(tmp_path / "traces.sqlite").list_traces()) == 4  # every answer has its trace

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from ponder.cli import bench as _bench  # noqa: F401  (registers commands)
+from ponder.cli import demo as _demo  # noqa: F401
 from ponder.cli import serve as _serve  # noqa: F401
 from ponder.cli import strategies as _strategies  # noqa: F401
 from ponder.cli import think as _think  # noqa: F401

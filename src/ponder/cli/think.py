@@ -99,7 +99,8 @@ def think(
             takes = {p[0] for p in chosen.parameters()} & {"n", "max_n"}
             if not takes:
                 fail(f"strategy {chosen.name!r} takes no --samples; use --budget '{samples} samples'")
-            chosen = parse_strategy(strategy, **{takes.pop(): samples})
+            count: dict[str, Any] = {takes.pop(): samples}
+            chosen = parse_strategy(strategy, **count)
         trace_store = TraceStore(store)
     except (BudgetError, StrategyError, StoreError, ValueError) as exc:
         fail(str(exc))

@@ -36,7 +36,7 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
 ) -> None:
     """Verify CANDIDATE: tests in the sandbox, ruff, mypy. Exit 0 passed, 1 not, 2 bad input."""
-    from ponder.sandbox import Limits
+    from ponder.sandbox import NOT_ISOLATED_WARNING, Limits
     from ponder.verifiers import AllOf, Mypy, Ruff, UnitTests, Verifier, parse_verifier_spec
 
     positive_seconds(timeout, "--timeout", MAX_TIMEOUT)
@@ -78,6 +78,8 @@ def verify(
         typer.echo(f"{'PASSED' if verdict.passed else 'FAILED'}  score {verdict.score:.2f}")
         for item in verdict.details["checks"]:
             typer.echo(f"  {item['name']:<6} {'ok' if item['passed'] else 'FAIL'}  score {item['score']:.2f}")
+            if item["details"].get("isolated") is False:
+                typer.echo(f"         {NOT_ISOLATED_WARNING}")
         if not verdict.passed:
             typer.echo("")
             typer.echo(verdict.feedback)

@@ -12,7 +12,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from ponder.extract import _ANSWER_LINE, boxed, extract_answer
+from ponder.extract import extract_answer, final_answer_text
 from ponder.problem import Problem
 
 GRADER_KEY = "grader"  # Problem.meta key holding the Dataset that made the problem
@@ -92,10 +92,7 @@ def final_answers(answer: str | None, response: str = "", format: str = "auto") 
     if answer is not None and answer.strip():
         found.append(answer.strip())
     if response:
-        raw = boxed(response)
-        if raw is None:
-            lines = _ANSWER_LINE.findall(response)
-            raw = lines[-1].strip() if lines else None
+        raw = final_answer_text(response)
         if raw:
             found.append(raw)
             again = extract_answer(raw, format)
