@@ -14,21 +14,21 @@ Invariants:
   reported through `on_error` instead of retried for ever.
 
 With no address this starts a private cluster on loopback (Ray's single-machine switch,
-`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, keeps every port on 127.0.0.1; it is read when Ray is
-imported, so a program that imported Ray first gets Ray's default address) and shuts it
-down in `close()`; with an address it joins that cluster and leaves it running. A cluster
-already initialised in this process (`ray.init` by the caller) is used as it is.
+`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, set while the cluster starts, keeps every port on
+127.0.0.1) and shuts it down in `close()`; with an address it joins that cluster and
+leaves it running. A cluster already initialised in this process (`ray.init` by the
+caller) is used as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
-import sys
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from ponder.executors.recorder import Recorder
 from ponder.trace import Store
 
 RAY_EXTRA = "the ray executor needs Ray: pip install 'ponder[ray]'"
+_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a node on 127.0.0.1 only
 LOCAL_OBJECT_STORE = 128 * 2**20  # results are small; Ray's default takes 30% of RAM
 
 
@@ -62,6 +63,30 @@ class _Slot:
     handle: Any
     pid: Any  # ObjectRef of the actor's pid, asked for first thing
     busy: int = 0
+
+
+@contextlib.contextmanager
+def _loopback(on: bool) -> Iterator[None]:
+    """While a local cluster starts: Ray's single-machine switch, both as the environment
+    its processes read at start and as the value this process read when it imported Ray
+    (possibly before us), put back afterwards so a later cluster of this process is not
+    affected."""
+    if not on:
+        yield
+        return
+    from ray._private import ray_constants
+
+    saved_env = os.environ.get(_SWITCH)
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_SWITCH], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(_SWITCH, None)
+        else:
+            os.environ[_SWITCH] = saved_env
 
 
 def _check_reachable(address: str) -> None:
@@ -121,16 +146,14 @@ class RayExecutor(Executor):
         """The connected ray module: a private loopback cluster when no address is given."""
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         local = self.address is None and not os.environ.get("RAY_ADDRESS")
-        if local and "ray" not in sys.modules:
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        if self.address is not None:
+            _check_reachable(self.address)
         try:
             import ray
         except ImportError:
             raise ExecutorError(RAY_EXTRA) from None
         if ray.is_initialized():
             return ray
-        if self.address is not None:
-            _check_reachable(self.address)
         options: dict[str, Any] = dict(
             include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False
         )
@@ -138,7 +161,8 @@ class RayExecutor(Executor):
             cpus = (self.workers or os.cpu_count() or 1) * self.cpus_per_worker
             options.update(num_cpus=max(1, round(cpus)), object_store_memory=LOCAL_OBJECT_STORE)
         try:  # "local": a new private cluster, never one that `ray start` left in /tmp/ray
-            ray.init(address="local" if local else self.address, **options)
+            with _loopback(local):
+                ray.init(address="local" if local else self.address, **options)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise ExecutorError(f"cannot start or join the Ray cluster {self.address or ''}: {exc}") from None
         self._started = True
