@@ -7,6 +7,7 @@ import asyncio
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -15,6 +16,19 @@ from ponder.extract import extract_answer, final_answer_text
 from ponder.problem import Problem
 
 GRADER_KEY = "grader"  # Problem.meta key holding the Dataset that made the problem
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """Where a problem comes from, small enough to send anywhere: another process rebuilds
+    the problem (and its grader) from it with `ponder.datasets.resolve` instead of
+    receiving a pickled dataset. `size` and `seed` are those `load` was called with."""
+
+    dataset: str
+    id: str
+    config: dict[str, Any] = field(default_factory=dict)
+    size: int | None = None
+    seed: int = 0
 
 
 class Dataset(ABC):
@@ -43,6 +57,10 @@ class Dataset(ABC):
             problem.meta.setdefault("dataset", self.name)
             problem.meta[GRADER_KEY] = self
         return problems
+
+    def ref(self, problem: Problem) -> ItemRef:
+        """How to find `problem` again: a fixed dataset's ids are unique across the whole set."""
+        return ItemRef(self.name, str(problem.id))
 
     def grade(self, problem: Problem, answer: str | None, response: str = "") -> bool:
         """Synchronous `agrade`, for use outside an event loop."""

@@ -8,7 +8,7 @@ import hashlib
 import json
 from typing import Any
 
-from ponder.datasets.base import Dataset, final_answers
+from ponder.datasets.base import Dataset, ItemRef, final_answers
 from ponder.extract import is_number
 from ponder.problem import Problem
 
@@ -86,6 +86,10 @@ class ReasoningGym(Dataset):
                 )
             )
         return problems
+
+    def ref(self, problem: Problem) -> ItemRef:
+        size, seed = problem.meta["generator"]
+        return ItemRef(self.name, str(problem.id), self.config, size, seed)
 
     async def agrade(self, problem: Problem, answer: str | None, response: str = "") -> bool:
         entry = problem.meta["entry"]
