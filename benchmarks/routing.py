@@ -73,37 +73,45 @@ def mixed_items(seeds: list[int], size: int) -> list[tuple[str, Item]]:
     return items
 
 
-async def run(spec: str, items: list[Item], engine: LlamaCppEngine, max_tokens: int) -> list[dict[str, Any]]:
-    """Each item's answer, correctness, tokens, seconds, and auto's decisions."""
-    out = []
-    for item in items:
-        nodes: list[NodeRecord] = []
-        answer = await athink(
-            item.problem,
-            strategy=spec,
-            engine=engine,
-            store=False,
-            on_node=collect(nodes),
-            max_tokens=max_tokens,
-        )
+async def run(
+    spec: str, items: list[Item], engine: LlamaCppEngine, max_tokens: int, concurrency: int = 4
+) -> list[dict[str, Any]]:
+    """Each item's answer, correctness, tokens, seconds, and auto's decisions; `concurrency`
+    questions at a time (the engine batches them, as a server would)."""
+    gate = asyncio.Semaphore(concurrency)
+    done = 0
+
+    async def one(item: Item) -> dict[str, Any]:
+        nonlocal done
+        async with gate:
+            nodes: list[NodeRecord] = []
+            answer = await athink(
+                item.problem,
+                strategy=spec,
+                engine=engine,
+                store=False,
+                on_node=collect(nodes),
+                max_tokens=max_tokens,
+            )
         fast = next((n for n in nodes if n.kind == "sample"), None)
         decision = next((n for n in nodes if n.kind == "decision"), None)
-        out.append(
-            {
-                "id": item.problem.id,
-                "answer": answer.answer,
-                "correct": grade(item, answer.answer),
-                "tokens": answer.usage.completion_tokens,
-                "seconds": answer.usage.seconds,
-                "greedy_correct": grade(item, fast.answer) if fast else False,
-                "greedy_tokens": fast.completion_tokens if fast else 0,
-                "signals": decision.meta.get("signals") if decision else None,
-                "escalated": bool(decision and decision.meta.get("choice") != "direct"),
-            }
-        )
-        print(f"  {spec}: {len(out)}/{len(items)}", end="\r", file=sys.stderr)
+        done += 1
+        print(f"  {spec}: {done}/{len(items)}", end="\r", file=sys.stderr)
+        return {
+            "id": item.problem.id,
+            "answer": answer.answer,
+            "correct": grade(item, answer.answer),
+            "tokens": answer.usage.completion_tokens,
+            "seconds": answer.usage.seconds,
+            "greedy_correct": grade(item, fast.answer) if fast else False,
+            "greedy_tokens": fast.completion_tokens if fast else 0,
+            "signals": decision.meta.get("signals") if decision else None,
+            "escalated": bool(decision and decision.meta.get("choice") != "direct"),
+        }
+
+    rows = list(await asyncio.gather(*(one(item) for item in items)))
     print(file=sys.stderr)
-    return out
+    return rows
 
 
 def policy(rows: list[dict[str, Any]], signal: str, threshold: float) -> tuple[list[bool], int]:
