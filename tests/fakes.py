@@ -13,9 +13,15 @@ from ponder.budget import Meter
 from ponder.engines.base import Completion, GenerationRequest, OnCompletion, OnDelta, Price, TokenLogprob
 from ponder.trace import collect
 
-__all__ = ["ScriptedEngine", "collect"]
+__all__ = ["ScriptedEngine", "collect", "prompt_words"]
 
 Script = Callable[[GenerationRequest, int], str] | Sequence[str]
+
+
+def prompt_words(request: GenerationRequest) -> int:
+    """A scripted engine's prompt tokens: one per whitespace-separated word."""
+    texts = [m["content"] for m in request.messages or []] + [request.prompt or ""]
+    return sum(len(text.split()) for text in texts)
 
 
 class ScriptedEngine:
@@ -66,9 +72,7 @@ class ScriptedEngine:
         self.batches.append(list(requests))
         for r, req in enumerate(requests):
             self.calls.append(req)
-            prompt_tokens = sum(len(m["content"].split()) for m in req.messages or []) + len(
-                (req.prompt or "").split()
-            )
+            prompt_tokens = prompt_words(req)
             if meter is not None:
                 meter.charge(prompt_tokens=prompt_tokens, usd=self.price.cost(prompt_tokens, 0))
             group = []
