@@ -29,13 +29,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from early_stop import Item, grade, load_items, paired_ci95
+from early_stop import Item, grade, load_items, paired_ci95, think_collecting
 
-from ponder import athink
 from ponder.engines.llamacpp import LlamaCppEngine
-from ponder.store import NodeRecord
 from ponder.strategies.auto import CALIBRATION
-from ponder.trace import collect
 
 FAMILIES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "products": [
@@ -84,15 +81,7 @@ async def run(
     async def one(item: Item) -> dict[str, Any]:
         nonlocal done
         async with gate:
-            nodes: list[NodeRecord] = []
-            answer = await athink(
-                item.problem,
-                strategy=spec,
-                engine=engine,
-                store=False,
-                on_node=collect(nodes),
-                max_tokens=max_tokens,
-            )
+            answer, nodes = await think_collecting(item.problem, spec, engine, max_tokens)
         fast = next((n for n in nodes if n.kind == "sample"), None)
         decision = next((n for n in nodes if n.kind == "decision"), None)
         done += 1

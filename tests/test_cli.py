@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,8 +195,8 @@ def test_unknown_trace_id(tmp_path: Path) -> None:
     assert result.returncode == 2 and "no single trace" in result.stderr
 
 
-@pytest.mark.model
-def test_self_consistency_json_and_trace(tmp_path: Path) -> None:
+def think_eight_samples(home: Path, max_tokens: str, *engine: str) -> dict[str, Any]:
+    """`ponder think` by self-consistency over 8 samples, as its JSON reply."""
     result = ponder(
         "think",
         "What is 17 + 25?",
@@ -205,11 +206,18 @@ def test_self_consistency_json_and_trace(tmp_path: Path) -> None:
         "8",
         "--json",
         "--max-tokens",
-        "96",
-        home=tmp_path,
+        max_tokens,
+        *engine,
+        home=home,
     )
     assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
+    out: dict[str, Any] = json.loads(result.stdout)
+    return out
+
+
+@pytest.mark.model
+def test_self_consistency_json_and_trace(tmp_path: Path) -> None:
+    out = think_eight_samples(tmp_path, "96")
     assert set(out) >= {"answer", "strategy", "trace_id", "stopped_by", "usage"}
     assert out["strategy"].startswith("self-consistency")
     usage = out["usage"]
@@ -271,24 +279,7 @@ def test_same_think_against_an_openai_compatible_server(tmp_path: Path) -> None:
     from servers import LlamaCppServer
 
     with LlamaCppServer() as server:
-        result = ponder(
-            "think",
-            "What is 17 + 25?",
-            "--strategy",
-            "self-consistency",
-            "--samples",
-            "8",
-            "--json",
-            "--max-tokens",
-            "64",
-            "--engine",
-            "openai",
-            "--base-url",
-            server.base_url,
-            home=tmp_path,
-        )
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
+        out = think_eight_samples(tmp_path, "64", "--engine", "openai", "--base-url", server.base_url)
     trace = json.loads(ponder("traces", "show", out["trace_id"], "--json", home=tmp_path).stdout)
     samples = [n for n in trace["nodes"] if n["kind"] == "sample"]
     assert len(samples) == 8  # the server answers one choice per request: ponder fanned out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ponder.engines.base import Engine
@@ -20,6 +21,18 @@ class ExecutorError(RuntimeError):
     """An executor cannot run at all (Ray missing, a cluster address that does not answer)."""
 
 
+@dataclass(frozen=True)
+class MapCall:
+    """One `Executor.map` call's arguments, so each executor's `_run` takes them whole."""
+
+    work: Work
+    jobs: Sequence[Any]
+    engine: Engine | EngineSpec
+    store: Store | None
+    on_result: OnResult
+    on_error: OnError
+
+
 class Executor(ABC):
     """Runs `work` over jobs; exceptions `work` raises are fatal to the whole map (work
     that should survive a failing job returns the failure as its result)."""
@@ -27,7 +40,6 @@ class Executor(ABC):
     #: jobs cross a process boundary: send references (dataset name and item id), not objects
     remote: ClassVar[bool] = False
 
-    @abstractmethod
     async def map(
         self,
         work: Work,
@@ -37,7 +49,11 @@ class Executor(ABC):
         store: Store | None,
         on_result: OnResult,
         on_error: OnError,
-    ) -> None: ...
+    ) -> None:
+        await self._run(MapCall(work, jobs, engine, store, on_result, on_error))
+
+    @abstractmethod
+    async def _run(self, call: MapCall) -> None: ...
 
     def close(self) -> None:  # noqa: B027  (most executors start nothing)
         """Release what this executor started (a Ray cluster it launched)."""

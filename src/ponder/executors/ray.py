@@ -28,15 +28,13 @@ import logging
 import os
 import socket
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ponder.engines.base import Engine
 from ponder.engines.spec import EngineSpec
-from ponder.executors.base import Executor, ExecutorError, OnError, OnResult, Work
+from ponder.executors.base import Executor, ExecutorError, MapCall, Work
 from ponder.executors.recorder import Recorder
-from ponder.trace import Store
 
 RAY_EXTRA = "the ray executor needs Ray: pip install 'ponder[ray]'"
 _SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a node on 127.0.0.1 only
@@ -190,16 +188,8 @@ class RayExecutor(Executor):
 
         return [int(pid) for pid in ray.get([slot.pid for slot in self._pool], timeout=120)]
 
-    async def map(
-        self,
-        work: Work,
-        jobs: Sequence[Any],
-        *,
-        engine: Engine | EngineSpec,
-        store: Store | None,
-        on_result: OnResult,
-        on_error: OnError,
-    ) -> None:
+    async def _run(self, call: MapCall) -> None:
+        engine, jobs = call.engine, call.jobs
         if not isinstance(engine, EngineSpec):
             raise TypeError("the ray executor builds an engine per worker: give an EngineSpec, not an engine")
         if not jobs:
@@ -219,12 +209,12 @@ class RayExecutor(Executor):
                 for slot in self._pool:
                     while slot.busy < self.concurrency and queue:
                         index = queue.popleft()
-                        ref = slot.handle.run.remote(work, jobs[index])
+                        ref = slot.handle.run.remote(call.work, jobs[index])
                         running[asyncio.wrap_future(ref.future())] = (index, slot)
                         slot.busy += 1
                 if not running:  # every actor is gone and none may replace it
                     for index in queue:
-                        on_error(jobs[index], "no Ray worker left to run it")
+                        call.on_error(jobs[index], "no Ray worker left to run it")
                     return
                 finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for future in finished:
@@ -236,16 +226,16 @@ class RayExecutor(Executor):
                         self._lost(ray, slot, engine, exc)
                         attempts[index] += 1
                         if attempts[index] >= self.max_attempts:
-                            on_error(jobs[index], f"its Ray worker died {attempts[index]} times")
+                            call.on_error(jobs[index], f"its Ray worker died {attempts[index]} times")
                         else:
                             self.retried += 1
                             queue.appendleft(index)
                         continue
                     except RayTaskError as exc:
                         raise exc.as_instanceof_cause() from None
-                    if store is not None:
-                        recorder.replay(store)
-                    on_result(jobs[index], result)
+                    if call.store is not None:
+                        recorder.replay(call.store)
+                    call.on_result(jobs[index], result)
         finally:
             for future in running:
                 future.cancel()
