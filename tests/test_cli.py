@@ -186,7 +186,9 @@ def test_bench_size_far_beyond_the_dataset_fails_at_once_without_growing(tmp_pat
                           env={**os.environ, "PONDER_HOME": str(tmp_path)})  # fmt: skip
     code, peak_kib = done.stdout.split()
     assert code == "2" and "at most 10,000" in done.stderr
-    assert int(peak_kib) < 400_000  # imports (numpy, reasoning-gym) only: ~150 MB; unbounded before
+    # imports only (numpy, reasoning-gym, the server's and viewer's modules): ~150-550 MB; it
+    # grew by ~70 MB/s without bound before
+    assert int(peak_kib) < 1_000_000
 
 
 def test_unknown_trace_id(tmp_path: Path) -> None:
@@ -322,7 +324,7 @@ def test_sigkill_mid_batch_keeps_the_samples_already_thought(tmp_path: Path) -> 
     env = {**os.environ, "PONDER_HOME": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ponder", "think", "Explain why the sky is blue, then say what 6 * 7 is.",
-         "--samples", "16", "--max-tokens", "400", "--json"],
+         "-s", "self-consistency", "--samples", "16", "--max-tokens", "400", "--json"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     db = tmp_path / "traces.sqlite"
@@ -332,7 +334,9 @@ def test_sigkill_mid_batch_keeps_the_samples_already_thought(tmp_path: Path) -> 
         while time.monotonic() < deadline and proc.poll() is None:
             if db.exists():
                 with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(db)) as con:
-                    seen = con.execute("SELECT COUNT(*) FROM nodes WHERE kind = 'sample'").fetchone()[0]
+                    seen = con.execute(  # finished samples (a sample's node grows from its first token)
+                        "SELECT COUNT(*) FROM nodes WHERE kind = 'sample' AND completion_tokens > 0"
+                    ).fetchone()[0]
             if seen >= 2:
                 break
             time.sleep(0.05)
@@ -345,9 +349,10 @@ def test_sigkill_mid_batch_keeps_the_samples_already_thought(tmp_path: Path) -> 
     with contextlib.closing(sqlite3.connect(db)) as con:
         status = con.execute("SELECT status FROM traces").fetchall()
         samples = con.execute("SELECT text, completion_tokens FROM nodes WHERE kind = 'sample'").fetchall()
-    assert status == [("running",)]  # killed: never finished
-    assert 2 <= len(samples) < 16
-    assert all(text and tokens > 0 for text, tokens in samples)
+    assert status == [("running",)]  # killed: never finished (readers see it as interrupted)
+    finished = [text for text, tokens in samples if tokens > 0]
+    assert 2 <= len(finished) < 16
+    assert all(text for text, _ in samples)  # the ones cut mid-sample keep what they wrote
 
 
 def test_unreachable_server_is_one_line_and_the_trace_says_error(tmp_path: Path) -> None:

