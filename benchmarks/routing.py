@@ -212,7 +212,7 @@ def report(results: dict[str, list[dict[str, Any]]], families: list[str]) -> str
         }
         by_family = " ".join(f"{f} {100 * sum(c) / len(c):.0f}%" for f, c in fam.items())
         lines.append(
-            f"{spec:<24}{100 * acc:>8.1f}%{100 * diff:>+8.1f} ±{100 * paired_ci95(base, correct):>4.1f}"
+            f"{spec:<24}{100 * acc:>8.1f}%{100 * diff:>+8.1f} ±{paired_ci95(base, correct):>4.1f}"
             f"{tokens / len(rows):>10.0f}{tokens / sc_tokens:>9.2f}{seconds:>7.1f}  {by_family}"
         )
     auto = results["auto"]
