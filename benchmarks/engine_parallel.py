@@ -48,7 +48,7 @@ async def main() -> None:
     t = args.max_tokens
 
     engine = LlamaCppEngine(args.model, n_threads=args.threads, max_batch=16)
-    engine._ignore_eos = True  # fixed-length samples: comparable token counts
+    engine.scheduler.ignore_eos = True  # fixed-length samples: comparable token counts
     try:
         await timed(engine, [request(QUESTION, 2, 8, 99)])  # warm-up: graphs, caches
 

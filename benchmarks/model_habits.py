@@ -12,12 +12,9 @@ from __future__ import annotations
 import asyncio
 import re
 
-from early_stop import grade, load_items  # the same seeded questions and scorer
+from early_stop import grade, load_items, think_collecting  # the same seeded questions and scorer
 
-from ponder import athink
 from ponder.engines.llamacpp import LlamaCppEngine
-from ponder.store import NodeRecord
-from ponder.trace import collect
 
 TASKS = [("products", {"min_digits": 1, "max_digits": 1}), ("gcd", {}), ("simple_equations", {})]
 SC = "self-consistency:n=8"
@@ -31,16 +28,7 @@ async def main() -> None:
         for item in load_items(task, 20, 5, config):
             in_question = set(re.findall(r"-?\d+", item.problem.question))
             for spec in right:
-                nodes: list[NodeRecord] = []
-                answer = await athink(
-                    item.problem,
-                    strategy=spec,
-                    engine=engine,
-                    store=False,
-                    on_node=collect(nodes),
-                    max_tokens=96,
-                    seed=5,
-                )
+                answer, nodes = await think_collecting(item.problem, spec, engine, max_tokens=96, seed=5)
                 ok = grade(item, answer.answer)
                 right[spec] += ok
                 if spec == SC:

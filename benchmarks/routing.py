@@ -29,13 +29,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from early_stop import Item, grade, load_items, paired_ci95
+from early_stop import Item, grade, load_items, paired_ci95, think_collecting
 
-from ponder import athink
 from ponder.engines.llamacpp import LlamaCppEngine
-from ponder.store import NodeRecord
 from ponder.strategies.auto import CALIBRATION
-from ponder.trace import collect
 
 FAMILIES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "products": [
@@ -73,37 +70,37 @@ def mixed_items(seeds: list[int], size: int) -> list[tuple[str, Item]]:
     return items
 
 
-async def run(spec: str, items: list[Item], engine: LlamaCppEngine, max_tokens: int) -> list[dict[str, Any]]:
-    """Each item's answer, correctness, tokens, seconds, and auto's decisions."""
-    out = []
-    for item in items:
-        nodes: list[NodeRecord] = []
-        answer = await athink(
-            item.problem,
-            strategy=spec,
-            engine=engine,
-            store=False,
-            on_node=collect(nodes),
-            max_tokens=max_tokens,
-        )
+async def run(
+    spec: str, items: list[Item], engine: LlamaCppEngine, max_tokens: int, concurrency: int = 4
+) -> list[dict[str, Any]]:
+    """Each item's answer, correctness, tokens, seconds, and auto's decisions; `concurrency`
+    questions at a time (the engine batches them, as a server would)."""
+    gate = asyncio.Semaphore(concurrency)
+    done = 0
+
+    async def one(item: Item) -> dict[str, Any]:
+        nonlocal done
+        async with gate:
+            answer, nodes = await think_collecting(item.problem, spec, engine, max_tokens)
         fast = next((n for n in nodes if n.kind == "sample"), None)
         decision = next((n for n in nodes if n.kind == "decision"), None)
-        out.append(
-            {
-                "id": item.problem.id,
-                "answer": answer.answer,
-                "correct": grade(item, answer.answer),
-                "tokens": answer.usage.completion_tokens,
-                "seconds": answer.usage.seconds,
-                "greedy_correct": grade(item, fast.answer) if fast else False,
-                "greedy_tokens": fast.completion_tokens if fast else 0,
-                "signals": decision.meta.get("signals") if decision else None,
-                "escalated": bool(decision and decision.meta.get("choice") != "direct"),
-            }
-        )
-        print(f"  {spec}: {len(out)}/{len(items)}", end="\r", file=sys.stderr)
+        done += 1
+        print(f"  {spec}: {done}/{len(items)}", end="\r", file=sys.stderr)
+        return {
+            "id": item.problem.id,
+            "answer": answer.answer,
+            "correct": grade(item, answer.answer),
+            "tokens": answer.usage.completion_tokens,
+            "seconds": answer.usage.seconds,
+            "greedy_correct": grade(item, fast.answer) if fast else False,
+            "greedy_tokens": fast.completion_tokens if fast else 0,
+            "signals": decision.meta.get("signals") if decision else None,
+            "escalated": bool(decision and decision.meta.get("choice") != "direct"),
+        }
+
+    rows = list(await asyncio.gather(*(one(item) for item in items)))
     print(file=sys.stderr)
-    return out
+    return rows
 
 
 def policy(rows: list[dict[str, Any]], signal: str, threshold: float) -> tuple[list[bool], int]:
@@ -215,7 +212,7 @@ def report(results: dict[str, list[dict[str, Any]]], families: list[str]) -> str
         }
         by_family = " ".join(f"{f} {100 * sum(c) / len(c):.0f}%" for f, c in fam.items())
         lines.append(
-            f"{spec:<24}{100 * acc:>8.1f}%{100 * diff:>+8.1f} ±{100 * paired_ci95(base, correct):>4.1f}"
+            f"{spec:<24}{100 * acc:>8.1f}%{100 * diff:>+8.1f} ±{paired_ci95(base, correct):>4.1f}"
             f"{tokens / len(rows):>10.0f}{tokens / sc_tokens:>9.2f}{seconds:>7.1f}  {by_family}"
         )
     auto = results["auto"]

@@ -37,7 +37,7 @@ async def think_auto(engine: ScriptedEngine, spec: str, **options: Any) -> tuple
 
 async def test_a_confident_greedy_answer_is_not_escalated() -> None:
     engine = ScriptedEngine(by_temperature("2 + 2 = 4.\nAnswer: 4", ["Answer: 5"]), logprob=-0.01)
-    answer, nodes = await think_auto(engine, "auto:threshold=-0.5")
+    answer, nodes = await think_auto(engine, "auto:signal=mean_logprob,threshold=-0.5")
     assert answer.answer == "4"
     assert [n.kind for n in nodes].count("sample") == 1 and len(engine.calls) == 1
     (decision,) = [n for n in nodes if n.kind == "decision"]
@@ -50,7 +50,7 @@ async def test_an_unsure_answer_escalates_and_the_vote_overrules_it() -> None:
     engine = ScriptedEngine(
         by_temperature("Answer: 5", ["Answer: 4", "Answer: 4", "Answer: 6"]), logprob=-2.0
     )
-    answer, nodes = await think_auto(engine, "auto:threshold=-0.5")
+    answer, nodes = await think_auto(engine, "auto:signal=mean_logprob,threshold=-0.5")
     assert answer.answer == "4"
     (decision,) = [n for n in nodes if n.kind == "decision"]
     assert decision.meta["choice"] == "adaptive-consistency" and "< -0.500" in decision.text
@@ -70,7 +70,7 @@ async def test_an_engine_without_logprobs_always_asks_the_vote() -> None:
             return out
 
     engine = NoLogprobs(["Answer: 4"])
-    answer, nodes = await think_auto(engine, "auto:threshold=-0.5")
+    answer, nodes = await think_auto(engine, "auto:signal=mean_logprob,threshold=-0.5")
     assert answer.answer == "4"
     (decision,) = [n for n in nodes if n.kind == "decision"]
     assert "no confidence signal" in decision.text
@@ -80,7 +80,9 @@ async def test_an_engine_without_logprobs_always_asks_the_vote() -> None:
 
 async def test_a_budget_cut_mid_ladder_returns_the_best_answer_so_far() -> None:
     engine = ScriptedEngine(by_temperature("Answer: 5", ["Answer: 4", "Answer: 7"]), logprob=-2.0)
-    answer, nodes = await think_auto(engine, "auto:threshold=-0.5,max_n=16", budget=Budget(samples=3))
+    answer, nodes = await think_auto(
+        engine, "auto:signal=mean_logprob,threshold=-0.5,max_n=16", budget=Budget(samples=3)
+    )
     assert answer.stopped_by == "samples"
     assert answer.answer in ("5", "4")  # a vote over what was drawn
     assert sum(1 for n in nodes if n.kind == "sample") == 3

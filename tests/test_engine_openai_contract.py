@@ -372,3 +372,26 @@ def test_settings_are_read_when_asked_and_name_a_bad_variable(monkeypatch: pytes
     monkeypatch.setenv("PONDER_THREADS", "many")
     with pytest.raises(ValueError, match="PONDER_THREADS"):
         settings()
+
+
+# -- llama.cpp-family servers (benchmarks/engine_parity.py found both) --------------------
+
+
+async def test_explicit_sampling_sends_what_llama_cpp_servers_would_otherwise_default() -> None:
+    async with ScriptedServer(script()) as srv:
+        async with engine_for(srv, stream=False) as plain:
+            await plain.generate([CHAT])
+        async with engine_for(srv, stream=False, explicit_sampling=True) as explicit:
+            await explicit.generate([CHAT])
+    first, second = (r.json() for r in srv.posts())
+    assert not {"top_k", "min_p", "repeat_penalty"} & set(first)  # strict servers reject unknown fields
+    assert (second["top_k"], second["min_p"], second["repeat_penalty"]) == (0, 0.0, 1.0)
+
+
+async def test_a_stream_cut_before_its_finish_is_not_a_finished_sample() -> None:
+    """llama-cpp-python's server ends an interrupted stream with [DONE] and no finish reason."""
+    cut = [*chat_chunks(["The answer"], finish_reason=None), "[DONE]"]
+    heard = Heard()
+    async with ScriptedServer(script(Stream(cut))) as srv, engine_for(srv, max_retries=0) as engine:
+        (row,) = await engine.generate([CHAT], on_delta=heard.delta)
+    assert row[0].finish_reason == "error" and row[0].text == "The answer" == heard.text(0, 0)

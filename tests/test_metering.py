@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from fakes import ScriptedEngine
+from fakes import ScriptedEngine, prompt_words
 from ponder import athink
 from ponder.budget import Budget, Meter
 from ponder.engines.base import (
@@ -80,8 +80,7 @@ class StreamingEngine(ScriptedEngine):
         for r, req in enumerate(requests):
             self.calls.append(req)
             self.max_n = max(self.max_n, req.n)
-            prompt_tokens = sum(len(m["content"].split()) for m in req.messages or [])
-            prompt_tokens += len((req.prompt or "").split())
+            prompt_tokens = prompt_words(req)
             if meter is not None:
                 meter.charge(prompt_tokens=prompt_tokens)
             group: list[Completion] = []

@@ -97,8 +97,8 @@ def test_a_prompt_longer_than_the_context_is_a_400(embedded: Running) -> None:
         client.chat.completions.create(model="direct/ponder", messages=ask("word " * 9000))
     with pytest.raises(openai.APIError) as streamed:
         list(client.chat.completions.create(model="direct/ponder", messages=ask("word " * 9000), stream=True))
-    assert plain.value.code == "context_length_exceeded" and "context 8192" in plain.value.message
-    assert "context 8192" in streamed.value.message
+    assert plain.value.code == "context_length_exceeded" and "context holds 8192" in plain.value.message
+    assert "context holds 8192" in streamed.value.message
 
 
 def test_in_front_of_an_upstream_that_ignores_n(tmp_path: Path) -> None:

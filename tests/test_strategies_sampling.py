@@ -107,25 +107,11 @@ async def test_best_of_n_weighted_vote_sums_scores_per_answer() -> None:
     assert vote.meta["totals"] == pytest.approx({"7": 1.2, "8": 0.9})
 
 
-class LogprobEngine(ScriptedEngine):
-    """Token logprob depends on the text: "sure" samples are confident."""
-
-    async def generate(
-        self,
-        requests: Sequence[GenerationRequest],
-        meter: Meter | None = None,
-        on_completion: OnCompletion | None = None,
-    ) -> list[list[Completion]]:
-        out = await super().generate(requests, meter, on_completion)
-        for group in out:
-            for c in group:
-                lp = -0.05 if "sure" in c.text else -2.0
-                c.logprobs = [TokenLogprob(w, lp) for w in c.text.split()] if c.logprobs is not None else None
-        return out
-
-
 async def test_best_of_n_without_verifier_scores_by_mean_logprob_and_says_so() -> None:
-    engine = LogprobEngine(["maybe Answer: 1", "I am sure Answer: 2", "hmm Answer: 3"])
+    engine = ScriptedEngine(
+        ["maybe Answer: 1", "I am sure Answer: 2", "hmm Answer: 3"],
+        logprob=lambda text: -0.05 if "sure" in text else -2.0,  # "sure" samples are confident
+    )
     answer, nodes = await run(BestOfN(n=3), engine)
     assert answer.answer == "2"
     assert engine.calls[0].logprobs

@@ -8,14 +8,13 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import pytest
 
-from fakes import Script, ScriptedEngine, collect
+from fakes import ScriptedEngine, collect
 from ponder import Budget, athink
-from ponder.budget import Meter
-from ponder.engines.base import Completion, Engine, GenerationRequest, OnCompletion, TokenLogprob
+from ponder.engines.base import Completion, Engine, GenerationRequest, TokenLogprob
 from ponder.problem import Problem
 from ponder.store import NodeRecord, TraceStore
 from ponder.strategies import Strategy, parse_strategy
@@ -25,23 +24,6 @@ from ponder.strategies.particle_filter import ParticleFilter
 from ponder.strategies.steps import Path, Steps
 from ponder.think import Answer
 from ponder.verifiers.base import Verdict
-
-
-class CountingEngine(ScriptedEngine):
-    """A scripted engine that also remembers each generate call's batch."""
-
-    def __init__(self, script: Script) -> None:
-        super().__init__(script)
-        self.batches: list[list[GenerationRequest]] = []
-
-    async def generate(
-        self,
-        requests: Sequence[GenerationRequest],
-        meter: Meter | None = None,
-        on_completion: OnCompletion | None = None,
-    ) -> list[list[Completion]]:
-        self.batches.append(list(requests))
-        return await super().generate(requests, meter, on_completion)
 
 
 class QualityVerifier:
@@ -113,7 +95,7 @@ async def test_default_scorer_is_a_process_reward_read_from_yes_no_logprobs() ->
             return "Yes" if "good" in solution.split("\n\n")[-1] else "No"
         return ["bad 1", "good 2"][i % 2] + (" Answer: 2" if depth_of(req) == 2 else "")
 
-    engine = CountingEngine(script)
+    engine = ScriptedEngine(script)
     answer = await athink(
         "q?", strategy="beam-search:width=1,expand=2,max_steps=3", engine=engine, store=False
     )
@@ -152,7 +134,7 @@ def beam_script(req: GenerationRequest, i: int) -> str:
 
 
 async def test_beam_search_keeps_width_beams_per_level_in_one_call_per_depth(tmp_path: pathlib.Path) -> None:
-    engine = CountingEngine(beam_script)
+    engine = ScriptedEngine(beam_script)
     answer, trace = await think_stored(engine, BeamSearch(width=2, expand=3, max_steps=5), tmp_path)
     levels = steps_by_depth(trace)
     assert sorted(levels) == [1, 2, 3]  # depth 3 answers, so the search ends there
@@ -310,7 +292,7 @@ def pf_script(req: GenerationRequest, i: int) -> str:
 
 
 async def test_particle_filter_resamples_toward_high_weight_particles(tmp_path: pathlib.Path) -> None:
-    engine = CountingEngine(pf_script)
+    engine = ScriptedEngine(pf_script)
     strategy = ParticleFilter(particles=4, weight_temperature=0.5, max_steps=6)
     answer, trace = await think_stored(engine, strategy, tmp_path)
     levels = steps_by_depth(trace)

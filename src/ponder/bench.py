@@ -1,11 +1,11 @@
 """The benchmark runner behind `ponder bench`: every (problem, strategy) pair thought about
-concurrently through one engine, each result appended to results.jsonl the moment it is
-graded (so a killed run resumes where it stopped), then summary tables and the
-accuracy-versus-tokens plot. No CLI code here: the command and tests drive it alike."""
+on an executor (concurrently through one engine here, or on Ray workers), each result
+appended to results.jsonl the moment it is graded (so a killed run resumes where it
+stopped), then summary tables and the accuracy-versus-tokens plot. No CLI code here: the
+command and tests drive it alike."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import dataclasses
 import json
@@ -18,15 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ponder.budget import Budget, BudgetError
-from ponder.code.visible import describe_checks, visible_checks
+from ponder.batch import Outcome, make_job, run_jobs
+from ponder.budget import Budget
+from ponder.code.visible import describe_checks
 from ponder.datasets import Dataset
 from ponder.engines.base import Engine
+from ponder.engines.spec import EngineSpec
+from ponder.executors import Executor, LocalExecutor
 from ponder.metrics import summarize
 from ponder.problem import Problem
-from ponder.store import NodeRecord, TraceStore
+from ponder.store import TraceStore
 from ponder.strategies import REGISTRY, Strategy, StrategyError, parse_strategy
-from ponder.think import athink
+from ponder.think import Answer
+from ponder.trace import Store
 
 RESULTS = "results.jsonl"
 RUN = "run.json"
@@ -206,90 +210,78 @@ class ResultLog:
 Progress = Callable[[dict[str, Any]], None]
 
 
-async def think_and_grade(
-    run: BenchRun, problem: Problem, strategy: Strategy, engine: Engine, store: TraceStore | bool
-) -> dict[str, Any]:
-    """Think about one problem with one strategy and grade the answer and every sample."""
-    heard: dict[str, NodeRecord] = {}  # listeners hear a sample as it grows: keep its final record
+async def run_bench(
+    run: BenchRun,
+    engine: Engine | EngineSpec,
+    store: TraceStore | bool,
+    on_result: Progress | None = None,
+    executor: Executor | None = None,
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Run what is not yet in results.jsonl on `executor` (default: this process, at most
+    `concurrency` thinks at a time through the one engine, which batches them). Rows are
+    written here, in the driver, keyed by (problem, strategy, seed): a job a dead worker
+    handed back and another finished is written once. Returns this run's rows by
+    strategy, and errors."""
+    done = read_results(run.results_path)
+    todo = run.pending(done)
+    executor = executor or LocalExecutor(run.concurrency)
+    problems = {str(problem.id): problem for problem in run.problems}
+    jobs = [
+        make_job(
+            problem, spec, budget=run.budget, seed=run.seed, max_tokens=run.max_tokens, remote=executor.remote
+        )
+        for problem, spec in todo
+    ]
+    log = ResultLog(run.results_path)
+    errors: list[str] = []
 
-    def on_node(node: NodeRecord) -> None:
-        if node.kind == "sample":
-            heard[node.id] = node
+    def landed(outcome: Outcome) -> None:
+        key = (outcome.id, outcome.strategy, run.seed)
+        if outcome.answer is None:
+            errors.append(f"{outcome.id} × {outcome.strategy}: {outcome.error}")
+            return
+        if key in done:
+            return
+        row = result_row(run, problems[outcome.id], outcome.answer, outcome)
+        log.append(row)
+        done[key] = row
+        if on_result is not None:
+            on_result(row)
 
-    checks = visible_checks(problem) if problem.format == "code" else None  # never the grading tests
-    answer = await athink(
-        problem,
-        strategy=strategy,
-        budget=run.budget,
-        engine=engine,
-        verifier=checks,
-        store=store,
-        on_node=on_node,
-        seed=run.seed,
-        max_tokens=run.max_tokens,
-    )
-    correct = await run.dataset.agrade(problem, answer.answer, answer.response)
-    visible = {}
-    if checks is not None:
-        verdict = await checks.verify(problem, answer.response)
-        visible = {"visible_passed": verdict.passed, "visible_checks": describe_checks(problem)}
-    graded: dict[tuple[str | None, str], bool] = {}
-    sample_rows: list[list[Any]] = []
-    samples = [n for n in heard.values() if n.meta.get("finish_reason") not in ("budget", "cancelled")]
-    for node in samples:
-        key = (node.answer, node.text)
-        if key not in graded:
-            graded[key] = await run.dataset.agrade(problem, node.answer, node.text)
-        sample_rows.append([node.answer, graded[key]])
-    usage = dataclasses.asdict(answer.usage)
+    try:
+        await run_jobs(
+            jobs,
+            executor=executor,
+            engine=engine,
+            store=store if isinstance(store, Store) else None,
+            on_outcome=landed,
+        )
+    finally:
+        log.close()
+    return run.selected(done), errors
+
+
+def result_row(run: BenchRun, problem: Problem, answer: Answer, outcome: Outcome) -> dict[str, Any]:
+    """One line of results.jsonl."""
     return {
         "id": problem.id,
-        "strategy": strategy.spec(),
+        "strategy": outcome.strategy,
         "seed": run.seed,
         "answer": answer.answer,
         "gold": problem.gold,
-        "correct": correct,
-        **visible,
-        "samples": sample_rows,
-        **usage,
+        "correct": outcome.correct,
+        **(
+            {"visible_passed": outcome.visible, "visible_checks": describe_checks(problem)}
+            if outcome.visible is not None
+            else {}
+        ),
+        "samples": [list(sample) for sample in outcome.samples],
+        **dataclasses.asdict(answer.usage),
         "stopped_by": answer.stopped_by,
         "trace_id": answer.trace_id,
         "model": answer.model,
         "finished_at": round(time.time(), 3),
     }
-
-
-async def run_bench(
-    run: BenchRun, engine: Engine, store: TraceStore | bool, on_result: Progress | None = None
-) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    """Run what is not yet in results.jsonl, at most `concurrency` thinks at a time through
-    the one engine (which batches them). Returns this run's rows by strategy, and errors."""
-    done = read_results(run.results_path)
-    todo = run.pending(done)
-    by_spec = {strategy.spec(): strategy for _, strategy in run.strategies}
-    log = ResultLog(run.results_path)
-    gate = asyncio.Semaphore(max(1, run.concurrency))
-    errors: list[str] = []
-
-    async def one(problem: Problem, spec: str) -> None:
-        async with gate:
-            try:
-                row = await think_and_grade(run, problem, by_spec[spec], engine, store)
-            except BudgetError:
-                raise  # bad input (a dollar budget with no price): every problem would fail alike
-            except Exception as exc:  # one failing problem must not sink the run; rerun retries it
-                errors.append(f"{problem.id} × {spec}: {type(exc).__name__}: {exc}")
-                return
-            log.append(row)
-            done[(str(row["id"]), row["strategy"], run.seed)] = row
-            if on_result is not None:
-                on_result(row)
-
-    try:
-        await asyncio.gather(*(one(problem, spec) for problem, spec in todo))
-    finally:
-        log.close()
-    return run.selected(done), errors
 
 
 # ---------------------------------------------------------------- summaries

@@ -1,9 +1,18 @@
 """Pull a short final answer out of free model text, and put it in canonical form so that
-votes count "1,000", "1000" and "1000.0" as the same answer.
+votes count "1,000", "1000" and "1000.0" as the same answer. Every strategy, verifier and
+dataset grader goes through here, so a vote and a grade never disagree on what was answered.
 
 Small models often ignore the requested format, so extraction falls back in order:
 an explicit `\\boxed{}`, an "Answer:" / "the answer is" line, then the last number, then
-the last non-empty line (free text only).
+the last non-empty line. Two rules keep prose out of votes (a prose answer splits a vote:
+"correct, and it's 38" is not counted with "38"):
+
+- a final-answer line that holds a number is that number (`auto`, `number`, and `math`
+  when the line is prose), whatever words surround it;
+- free text becomes an answer only when it looks like one: a word or short phrase of at
+  most SHORT_WORDS words, not a verdict on an answer ("the answer is correct" says nothing
+  about what the answer is). `text` format takes a marked final-answer line whole (its
+  answers may be sentences), but its unmarked fallback is held to the same rule.
 """
 
 from __future__ import annotations
@@ -11,11 +20,17 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+SHORT_WORDS = 3  # "new york city" is an answer; "the result is 38" is prose
+
 _NUMBER = re.compile(
     r"(?<![\w.])[-−]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?%?(?![\w])|(?<![\w.])[-−]?\.\d+"
 )
-_ANSWER_LINE = re.compile(r"(?:final answer|answer)\s*(?:is|:|=)\s*:?\s*(.+?)(?:\n|$)", re.IGNORECASE)
+_PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_ANSWER_LINE = re.compile(r"(?:final answer|\banswer)\s*(?:\bis\b|:|=)\s*:?\s*(.+?)(?:\n|$)", re.IGNORECASE)
 _CHOICE = re.compile(r"\(([A-J])\)|\b([A-J])\)|(?:option|choice)\s+([A-J])\b|^\s*([A-J])\s*$", re.MULTILINE)
+_VERDICTS = {"correct", "incorrect", "not correct", "wrong", "accurate", "inaccurate"}  # not "true", "yes"
+_WORD = re.compile(r"(?<![\\\w])[^\W\d_]{2,}")  # a word of two letters or more, not a LaTeX command
+_SENTENCE_BREAK = re.compile(r"[.!?;]\s+\S|[:,]\s*$")
 
 
 def boxed(text: str) -> str | None:
@@ -35,52 +50,80 @@ def boxed(text: str) -> str | None:
     return None
 
 
+def final_answer_text(text: str) -> str | None:
+    """The raw text the model marked as its final answer: the last \\boxed{} or else the last
+    "Answer: ..." / "the answer is ..." line; None when nothing is marked."""
+    found = boxed(text)
+    if found is None:
+        lines = _ANSWER_LINE.findall(text)
+        found = lines[-1].strip() if lines else None
+    return found
+
+
 def last_number(text: str) -> str | None:
     found = _NUMBER.findall(text)
     return found[-1] if found else None
 
 
+def is_number(text: str) -> bool:
+    """A plain decimal number ("-12", "3.5"): what makes a gold answer a `number` problem."""
+    return _PLAIN_NUMBER.fullmatch(text.strip()) is not None
+
+
 def extract_answer(text: str, format: str = "auto") -> str | None:
     """The model's final answer in canonical form, or None when nothing answer-like is there.
 
-    `format` is one of auto, number, choice, text, math (code answers are not extracted).
+    `format` is one of auto, number, choice, text, math, code (code: the code block).
     """
     if format == "code":
         return extract_code(text)
-    candidate = boxed(text)
-    if candidate is None:
-        lines = _ANSWER_LINE.findall(text)
-        candidate = lines[-1].strip() if lines else None
-    if format == "math":
-        return _strip_math(candidate if candidate is not None else (last_number(text) or "")) or None
+    marked = final_answer_text(text)
+    if marked is not None and _is_verdict(marked):
+        marked = None
     if format == "choice":
-        source = candidate if candidate is not None else text
-        letters = ["".join(groups) for groups in _CHOICE.findall(source)]
-        if not letters and candidate is not None:
-            letters = re.findall(r"\b([A-J])\b", candidate)
-        return letters[-1 if candidate is None else 0].upper() if letters else None
-    if candidate is not None:
-        candidate = _simple_latex(candidate)
-        if "\\" in candidate and format == "auto":
-            return _strip_math(candidate)
-        number = last_number(candidate)
-        if number is not None and (format == "number" or _is_mostly_number(candidate, number)):
+        return _choice(text, marked)
+    if format == "math":
+        if marked is not None and "\\" not in marked and _WORD.search(marked) and last_number(marked):
+            marked = last_number(marked)  # "42 apples", "correct, and it's 38": the number
+        if marked is not None and ("\\" in marked or not _is_prose(marked)):
+            return _strip_math(canonical_number(marked) if _NUMBER.fullmatch(marked) else marked) or None
+        number = last_number(text)
+        return canonical_number(number) if number is not None else None
+    if marked is not None:
+        marked = _simple_latex(marked)
+        if "\\" in marked and format == "auto":
+            return _strip_math(marked)
+        number = last_number(marked)
+        if number is not None and format in ("auto", "number"):
             return canonical_number(number)
-        if format == "number":
-            return None
-        return canonical_text(candidate)
+        if format == "text" or (format == "auto" and not _is_prose(marked)):
+            return canonical_text(marked) or None
     number = last_number(text)
-    if number is not None and format in ("auto", "number"):
-        return canonical_number(number)
-    if format == "number":
-        return None
+    if format == "number" or (number is not None and format == "auto"):
+        return canonical_number(number) if number is not None else None
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return canonical_text(lines[-1]) if lines else None
+    return canonical_text(lines[-1]) if lines and not _is_prose(lines[-1]) else None
 
 
-def _is_mostly_number(candidate: str, number: str) -> bool:
-    rest = candidate.replace(number, " ", 1)
-    return len(re.findall(r"[A-Za-z]+", rest)) <= 3
+def _choice(text: str, marked: str | None) -> str | None:
+    source = marked if marked is not None else text
+    letters = ["".join(groups) for groups in _CHOICE.findall(source)]
+    if not letters and marked is not None:
+        letters = re.findall(r"\b([A-J])\b", marked)
+    return letters[-1 if marked is None else 0].upper() if letters else None
+
+
+def _is_prose(raw: str) -> bool:
+    """More than a short phrase: too many words (symbols and numbers are not words, so
+    "x = 5, y = 3" is short), or a sentence break inside."""
+    s = raw.strip().strip("*_`").strip()
+    words = [token for token in s.split() if re.search(r"[^\W\d_]", token)]
+    return len(words) > SHORT_WORDS or bool(_SENTENCE_BREAK.search(s))
+
+
+def _is_verdict(raw: str) -> bool:
+    """ "correct", "incorrect": what a model says *about* an answer, e.g. in a revision."""
+    return canonical_text(raw) in _VERDICTS
 
 
 def canonical_number(raw: str) -> str:

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
 
     home: Path | None = None
     threads: int | None = Field(default=None, ge=1)
-    sandbox_isolation: Literal["namespaces", "process"] | None = None
+    sandbox_isolation: Literal["auto", "namespaces", "process"] | None = None
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("PONDER_OPENAI_BASE_URL", "OPENAI_BASE_URL")
     )

@@ -241,17 +241,7 @@ class TraceStore:
             "UPDATE nodes SET text=?, answer=?, score=?, prompt_tokens=?, completion_tokens=?, seconds=?,"
             " meta=?, version=(SELECT COALESCE(MAX(version), 0) + 1 FROM nodes WHERE trace_id = ?)"
             " WHERE id=?",
-            (
-                node.text,
-                node.answer,
-                node.score,
-                node.prompt_tokens,
-                node.completion_tokens,
-                node.seconds,
-                json.dumps(node.meta),
-                node.trace_id,
-                node.id,
-            ),
+            (*_grown_values(node), node.trace_id, node.id),
         )
 
     def add_prompt(self, trace_id: str, key: str, payload: dict[str, Any]) -> None:
@@ -373,13 +363,9 @@ def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _node_values(node: NodeRecord) -> tuple[Any, ...]:
+def _grown_values(node: NodeRecord) -> tuple[Any, ...]:
+    """The columns a node may change as it grows, in `_NODE_COLUMNS` order."""
     return (
-        node.id,
-        node.trace_id,
-        node.parent_id,
-        node.seq,
-        node.kind,
         node.text,
         node.answer,
         node.score,
@@ -387,8 +373,12 @@ def _node_values(node: NodeRecord) -> tuple[Any, ...]:
         node.completion_tokens,
         node.seconds,
         json.dumps(node.meta),
-        node.created_at,
     )
+
+
+def _node_values(node: NodeRecord) -> tuple[Any, ...]:
+    identity = (node.id, node.trace_id, node.parent_id, node.seq, node.kind)
+    return (*identity, *_grown_values(node), node.created_at)
 
 
 def _node(row: tuple[Any, ...]) -> NodeRecord:

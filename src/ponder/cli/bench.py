@@ -4,6 +4,7 @@ tables and a plot. Bad input fails with one line and exit 2 before any model is 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,10 +35,13 @@ from ponder.bench import (
 from ponder.budget import Budget, BudgetError
 from ponder.cli.app import app
 from ponder.cli.engine import EngineOptions, engine_options
-from ponder.cli.errors import fail, stderr
+from ponder.cli.errors import fail, shown, stderr
 from ponder.cli.think import closing
 from ponder.datasets import get_dataset
 from ponder.engines.base import Engine
+from ponder.engines.spec import EngineSpec
+from ponder.executors import EXECUTORS, Executor, ExecutorError, LocalExecutor, get_executor
+from ponder.executors.ray import RAY_EXTRA
 from ponder.store import StoreError, TraceStore
 
 STRATEGIES_HELP = (
@@ -81,6 +85,25 @@ def bench(
     store: Annotated[
         Path | None, typer.Option(help="Trace database (default: $PONDER_HOME/traces.sqlite).")
     ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="local (this process, one engine) or ray (Ray workers, each with its own engine; "
+            "pip install 'ponder[ray]')."
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster to join (auto, ray://head:10001); default: start one on this machine."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Ray workers (default: one per CPU of the cluster), each thinking --concurrency problems."
+        ),
+    ] = None,
     *,
     engine_options: EngineOptions,
 ) -> None:
@@ -95,6 +118,7 @@ def bench(
         fail("--concurrency must be at least 1")
     if max_tokens < 1:
         fail("--max-tokens must be at least 1")
+    runner = _executor(executor, ray_address, workers, concurrency)
     try:
         config = _config(dataset_config)
         chosen = parse_strategies(strategies)
@@ -119,11 +143,16 @@ def bench(
         fail(str(exc))
     except ImportError as exc:
         fail(f"dataset {dataset!r} needs a package that is not installed: {exc}")
-    eng = engine_options.create()
     try:
-        rows, errors = asyncio.run(closing(eng, _run_with_progress(run, eng, trace_store)))
-    except BudgetError as exc:
+        if runner.remote:  # each worker builds its own engine; none is loaded here
+            rows, errors = asyncio.run(_run_with_progress(run, engine_options.spec(), trace_store, runner))
+        else:
+            eng = engine_options.create()
+            rows, errors = asyncio.run(closing(eng, _run_with_progress(run, eng, trace_store, runner)))
+    except (BudgetError, ExecutorError) as exc:
         fail(str(exc))
+    finally:
+        runner.close()
     data = summary(run, rows)
     write_outputs(run, data)
     _print(data, run)
@@ -131,6 +160,26 @@ def bench(
         stderr.print(f"[yellow]failed:[/] {error}", soft_wrap=True)
     if errors:
         fail(f"{len(errors)} of the runs failed; rerun the same command to retry them", code=1)
+
+
+def _executor(name: str, address: str | None, workers: int | None, concurrency: int) -> Executor:
+    """The executor the options ask for; exit 2 on a bad combination or a missing Ray."""
+    if name not in EXECUTORS:
+        fail(f"unknown executor {shown(name)}: choose one of {', '.join(EXECUTORS)}")
+    if name == "local":
+        given = [o for o, v in (("--ray-address", address), ("--workers", workers)) if v is not None]
+        if given:
+            fail(f"{' and '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to --executor ray")
+        return LocalExecutor(concurrency)
+    if workers is not None and workers < 1:
+        fail("--workers must be at least 1")
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # a broken or blocked install
+        found = False
+    if not found:
+        fail(RAY_EXTRA)
+    return get_executor("ray", address=address, workers=workers, concurrency=concurrency)
 
 
 def _config(text: str | None) -> dict[str, Any]:
@@ -146,7 +195,7 @@ def _config(text: str | None) -> dict[str, Any]:
 
 
 async def _run_with_progress(
-    run: BenchRun, engine: Engine, store: TraceStore
+    run: BenchRun, engine: Engine | EngineSpec, store: TraceStore, executor: Executor
 ) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     total = len(run.problems) * len(run.strategies)
     already = total - len(run.pending(read_results(run.results_path)))
@@ -175,7 +224,7 @@ async def _run_with_progress(
             stderr.print(f"bench: {already + score['done']}/{total} done · {status}")
 
     with progress:
-        return await run_bench(run, engine, store, on_result)
+        return await run_bench(run, engine, store, on_result, executor)
 
 
 def _print(data: dict[str, Any], run: BenchRun) -> None:

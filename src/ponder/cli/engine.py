@@ -15,8 +15,9 @@ from typing import Annotated, Any, TypeVar, get_type_hints
 import typer
 
 from ponder.cli.errors import fail, shown
-from ponder.engines import ENGINES, create_engine
+from ponder.engines import ENGINES
 from ponder.engines.base import Engine
+from ponder.engines.spec import EngineSpec
 
 EngineName = Annotated[
     str, typer.Option("--engine", help="llamacpp (embedded) or openai (any OpenAI-compatible server).")
@@ -90,17 +91,22 @@ class EngineOptions:
 
     def create(self) -> Engine:
         """The engine; exit 2 when it cannot start (a missing GGUF file, no server URL)."""
+        try:
+            return self.spec().build()
+        except (OSError, ValueError, RuntimeError) as exc:
+            fail(f"cannot start the {self.engine} engine: {exc}")
+
+    def spec(self) -> EngineSpec:
+        """The engine as data, for workers that build their own (a Ray executor)."""
         options: dict[str, Any] = {}
         if self.price_input is not None:  # only when given: an engine without one keeps its own
             options.update(price_input=self.price_input, price_output=self.price_output)
-        try:
-            if self.engine == "llamacpp":
-                return create_engine("llamacpp", model_path=self.model_path, **options)
-            if self.api_key_env is not None:
-                options["api_key"] = os.environ[self.api_key_env]
-            return create_engine("openai", base_url=self.base_url, model=self.model, **options)
-        except (OSError, ValueError, RuntimeError) as exc:
-            fail(f"cannot start the {self.engine} engine: {exc}")
+        if self.engine == "llamacpp":
+            if self.model_path is not None:
+                options["model_path"] = str(self.model_path)
+            return EngineSpec(name="llamacpp", options=options)
+        given = {"base_url": self.base_url, "model": self.model, "api_key_env": self.api_key_env}
+        return EngineSpec(name="openai", options={**options, **{k: v for k, v in given.items() if v}})
 
     def label(self) -> str:
         """What a resumed bench run must share with the rows already written."""

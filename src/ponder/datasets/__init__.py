@@ -7,13 +7,25 @@ from a hub at run time). Each dataset grades its own answers.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
-from ponder.datasets.base import GRADER_KEY, Dataset
+from ponder.datasets.base import GRADER_KEY, Dataset, ItemRef
 from ponder.problem import Problem
 
-__all__ = ["DATASETS", "Dataset", "agrade", "get_dataset", "grade", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "ItemRef",
+    "agrade",
+    "get_dataset",
+    "grade",
+    "item_ref",
+    "load_dataset",
+    "resolve",
+]
 
 
 def _gsm8k(config: dict[str, Any]) -> Dataset:
@@ -71,6 +83,27 @@ def load_dataset(
     """Problems of dataset `name`: the first `size` of a fixed dataset, or `size` generated
     with `seed` for reasoning-gym. Each problem can be graded with `grade`."""
     return get_dataset(name, config).load(size, seed)
+
+
+def item_ref(problem: Problem) -> ItemRef | None:
+    """The reference another process can rebuild `problem` from, for a problem that came
+    from `load_dataset` (None for any other problem)."""
+    grader = problem.meta.get(GRADER_KEY)
+    return grader.ref(problem) if isinstance(grader, Dataset) and problem.id is not None else None
+
+
+def resolve(ref: ItemRef) -> Problem:
+    """The problem `ref` names, with its grader, rebuilt in this process (each dataset is
+    loaded once per process and kept, so a worker resolving many ids loads it once)."""
+    problem = _loaded(ref.dataset, json.dumps(ref.config, sort_keys=True), ref.size, ref.seed).get(ref.id)
+    if problem is None:
+        raise ValueError(f"{ref.dataset} (size {ref.size}, seed {ref.seed}) has no problem {ref.id!r}")
+    return problem
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded(name: str, config: str, size: int | None, seed: int) -> dict[str, Problem]:
+    return {str(p.id): p for p in get_dataset(name, json.loads(config)).load(size, seed)}
 
 
 def _grader(problem: Problem) -> Dataset:

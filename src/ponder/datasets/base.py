@@ -7,14 +7,28 @@ import asyncio
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from ponder.extract import _ANSWER_LINE, boxed, extract_answer
+from ponder.extract import extract_answer, final_answer_text
 from ponder.problem import Problem
 
 GRADER_KEY = "grader"  # Problem.meta key holding the Dataset that made the problem
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """Where a problem comes from, small enough to send anywhere: another process rebuilds
+    the problem (and its grader) from it with `ponder.datasets.resolve` instead of
+    receiving a pickled dataset. `size` and `seed` are those `load` was called with."""
+
+    dataset: str
+    id: str
+    config: dict[str, Any] = field(default_factory=dict)
+    size: int | None = None
+    seed: int = 0
 
 
 class Dataset(ABC):
@@ -43,6 +57,10 @@ class Dataset(ABC):
             problem.meta.setdefault("dataset", self.name)
             problem.meta[GRADER_KEY] = self
         return problems
+
+    def ref(self, problem: Problem) -> ItemRef:
+        """How to find `problem` again: a fixed dataset's ids are unique across the whole set."""
+        return ItemRef(self.name, str(problem.id))
 
     def grade(self, problem: Problem, answer: str | None, response: str = "") -> bool:
         """Synchronous `agrade`, for use outside an event loop."""
@@ -74,10 +92,7 @@ def final_answers(answer: str | None, response: str = "", format: str = "auto") 
     if answer is not None and answer.strip():
         found.append(answer.strip())
     if response:
-        raw = boxed(response)
-        if raw is None:
-            lines = _ANSWER_LINE.findall(response)
-            raw = lines[-1].strip() if lines else None
+        raw = final_answer_text(response)
         if raw:
             found.append(raw)
             again = extract_answer(raw, format)

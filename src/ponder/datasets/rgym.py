@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
-from ponder.datasets.base import Dataset, final_answers
+from ponder.datasets.base import Dataset, ItemRef, final_answers
+from ponder.extract import is_number
 from ponder.problem import Problem
 
 PREFIX = "reasoning-gym:"
@@ -17,7 +17,6 @@ PREFIX = "reasoning-gym:"
 # a small model, and an unchecked --size 99999999999 grew memory without bound.
 MAX_GENERATED = 10_000
 PASS_SCORE = 0.99  # scorers return 0..1; partial credit (a right number in a wrong format) is not a pass
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def tasks() -> list[str]:
@@ -80,13 +79,17 @@ class ReasoningGym(Dataset):
             problems.append(
                 Problem(
                     entry["question"],
-                    format="number" if _NUMBER.fullmatch(gold.strip()) else "text",
+                    format="number" if is_number(gold) else "text",
                     gold=gold,
                     id=f"{self.task}-s{seed}{'-' + tag if tag else ''}-{index}",
                     meta={"entry": entry, "generator": (size, seed)},
                 )
             )
         return problems
+
+    def ref(self, problem: Problem) -> ItemRef:
+        size, seed = problem.meta["generator"]
+        return ItemRef(self.name, str(problem.id), self.config, size, seed)
 
     async def agrade(self, problem: Problem, answer: str | None, response: str = "") -> bool:
         entry = problem.meta["entry"]

@@ -8,6 +8,7 @@ is enforced *while* generating, not after.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -56,12 +57,37 @@ class GenerationRequest:
     top_logprobs: int = 0
 
     def __post_init__(self) -> None:
+        """Reject settings a backend would misread: NaN passes every comparison, so a NaN
+        temperature or top_p would otherwise sample gibberish instead of failing."""
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("GenerationRequest needs exactly one of messages or prompt")
+        for name in ("n", "max_tokens", "top_k", "top_logprobs"):
+            _check_int(name, getattr(self, name))
+        if self.seed is not None:
+            _check_int("seed", self.seed)
+        for name in ("temperature", "top_p", "min_p"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"temperature must be in [0, 2] (0 is greedy), got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0: off), got {self.top_k}")
+        if self.top_logprobs < 0:
+            raise ValueError(f"top_logprobs must be >= 0, got {self.top_logprobs}")
         if self.n < 1:
-            raise ValueError("n must be >= 1")
+            raise ValueError(f"n must be >= 1, got {self.n}")
         if self.max_tokens < 1:
-            raise ValueError("max_tokens must be >= 1")
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+
+def _check_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 
 from ponder.sandbox.result import ISOLATED, NOT_ISOLATED, Limits
+from ponder.settings import settings
 
 _works: bool | None = None
 
@@ -33,10 +34,16 @@ class SandboxUnavailable(RuntimeError):
 
 def isolation_setting(limits: Limits) -> str:
     """The requested mode: "auto", "namespaces" or "process" (parameter over environment)."""
-    value = limits.isolation or os.environ.get("PONDER_SANDBOX_ISOLATION") or "auto"
-    if value not in ("auto", ISOLATED, NOT_ISOLATED):
-        raise SandboxUnavailable(f"unknown sandbox isolation {value!r}: use auto, namespaces or process")
-    return value
+    if limits.isolation is not None:
+        if limits.isolation not in ("auto", ISOLATED, NOT_ISOLATED):
+            raise SandboxUnavailable(
+                f"unknown sandbox isolation {limits.isolation!r}: use auto, namespaces or process"
+            )
+        return limits.isolation
+    try:
+        return settings().sandbox_isolation or "auto"
+    except ValueError as exc:  # PONDER_SANDBOX_ISOLATION holds something else
+        raise SandboxUnavailable(str(exc)) from None
 
 
 def unshare_argv() -> list[str]:

@@ -69,6 +69,9 @@ def build_root(new: str, binds: list[str], uid: int, tmpfs_mb: int) -> None:
             os.symlink(os.readlink(src), new + src)
         elif os.path.isdir(src):
             _bind_ro(src, new + src)
+    opts = f"size={tmpfs_mb}m,mode=1777"
+    os.makedirs(new + "/tmp")  # before the binds: a venv may live under /tmp (CI's clones do)
+    _mount("tmpfs", new + "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, opts)
     for path in binds:
         if not os.path.exists(new + path):
             _bind_ro(path, new + path)
@@ -84,9 +87,6 @@ def build_root(new: str, binds: list[str], uid: int, tmpfs_mb: int) -> None:
     for name, text in etc.items():
         with open(f"{new}/etc/{name}", "w") as f:
             f.write(text)
-    opts = f"size={tmpfs_mb}m,mode=1777"
-    os.makedirs(new + "/tmp")
-    _mount("tmpfs", new + "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, opts)
     os.makedirs(new + "/dev")
     _mount("tmpfs", new + "/dev", "tmpfs", _MS_NOSUID, "size=64k,mode=755")
     for dev in ("null", "zero", "full", "random", "urandom"):

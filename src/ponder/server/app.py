@@ -28,7 +28,7 @@ from ponder.server.jobs import Jobs
 from ponder.server.plan import ALIAS, Plan
 from ponder.server.service import ClientGone, Outcome, ServerConfig, Service, completion
 from ponder.server.streaming import Narrator, follow
-from ponder.server.thinking import failure
+from ponder.server.thinking import engine_failure, failure
 from ponder.server.wire import ApiError, chunk, error_body, parse_chat, sse, usage_body
 from ponder.store import StoreError, TraceStore
 from ponder.strategies import REGISTRY
@@ -111,7 +111,8 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(EngineError)
     async def engine_error(_: Request, exc: EngineError) -> JSONResponse:
-        return JSONResponse(error_body(f"the model failed: {exc}", kind="upstream_error"), status_code=502)
+        error = engine_failure(exc)
+        return JSONResponse(error.body(), status_code=error.status)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -274,8 +275,11 @@ async def _chat_stream(
                 yield sse(error.body())
                 return
             outcome = Outcome.of(answer)
-        except (EngineError, StoreError) as exc:
-            yield sse(error_body(f"the model failed: {exc}", kind="upstream_error"))
+        except EngineError as exc:
+            yield sse(engine_failure(exc).body())
+            return
+        except StoreError as exc:
+            yield sse(error_body(str(exc), kind="server_error"))
             return
         finally:
             if not thinking.done:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from ponder.budget import Budget, Meter
-from ponder.engines.base import Engine
+from ponder.engines.base import Engine, EngineError
 from ponder.problem import Problem
 from ponder.server.wire import ApiError
 from ponder.store import NodeRecord, TraceStore
@@ -143,6 +143,15 @@ def best_so_far(nodes: list[NodeRecord]) -> Best:
         return Best(None, None)
     chosen = next(n for n in solved if n.answer == votes.winner)
     return Best(votes.winner, chosen.text, int(votes.totals[votes.winner]), len(solved))
+
+
+def engine_failure(exc: EngineError) -> ApiError:
+    """A model call that failed: the request's fault (the engine or upstream said 4xx, e.g.
+    a prompt longer than the context) is a 400 naming the messages, anything else a 502."""
+    if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (401, 403, 429):
+        code = "context_length_exceeded" if "context" in str(exc) else None
+        return ApiError(400, f"messages: {exc}", param="messages", code=code)
+    return ApiError(502, f"the model failed: {exc}", kind="upstream_error")
 
 
 def failure(store: TraceStore, answer: Answer, engine: Engine) -> ApiError | None:

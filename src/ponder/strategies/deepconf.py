@@ -158,15 +158,16 @@ class DeepConf(Strategy):
         )
         confs = [self.confidence(t) for t in traces]
         known = [c for c in confs if c is not None]
-        if not known:
+        threshold: float | None = None
+        if known:
+            threshold = percentile(known, 100 - self.eta)
+            ctx.note("note", f"confidence threshold {threshold:.4g}", parent=warm_node, threshold=threshold)
+        else:
             ctx.note("note", "no token logprobs from the engine: plain majority vote")
-            return self._vote(ctx, traces, [None] * len(traces), None, warm_node)
-        threshold = percentile(known, 100 - self.eta)
-        ctx.note("note", f"confidence threshold {threshold:.4g}", parent=warm_node, threshold=threshold)
-        if self.mode == "offline":
-            return self._vote(ctx, traces, confs, threshold, warm_node)
-        rounds = 0
         vote_node = self._tally_node(ctx, traces, confs, threshold, warm_node)
+        if threshold is None or self.mode == "offline":
+            return self._result(traces, confs, threshold, vote_node)
+        rounds = 0
         while len(traces) < self.n and not ctx.meter.limit_reached():
             if self.consensus and self._settled(traces, confs, threshold):
                 break
@@ -291,16 +292,6 @@ class DeepConf(Strategy):
             confidences=[None if c is None else round(c, 4) for c in confs],
             dropped=[i for i, t in enumerate(traces) if all(t is not v for v, _ in pool)],
         )
-
-    def _vote(
-        self,
-        ctx: Context,
-        traces: list[Candidate],
-        confs: list[float | None],
-        threshold: float | None,
-        parent: str,
-    ) -> Result:
-        return self._result(traces, confs, threshold, self._tally_node(ctx, traces, confs, threshold, parent))
 
     def _result(
         self, traces: list[Candidate], confs: list[float | None], threshold: float | None, node: str

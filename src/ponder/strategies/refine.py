@@ -62,7 +62,9 @@ class Refine(Strategy):
             verdict, verdict_node = await self._check(problem, draft, ctx, verifier)
             if verdict is None:  # the budget ran out before the check
                 break
-            if verifier is None or verdict.score > best_score:  # ties keep the earlier version
+            # ties keep the earlier version; a revision that lost the answer does not replace one that had it
+            keeps_answer = draft.answer is not None or best.answer is None
+            if (verifier is None and keeps_answer) or (verifier is not None and verdict.score > best_score):
                 best, best_score = draft, verdict.score
             if verdict.passed or round == self.max_rounds or ctx.meter.limit_reached():
                 break

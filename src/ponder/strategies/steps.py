@@ -25,7 +25,7 @@ from typing import Literal
 
 from ponder.context import Context
 from ponder.engines.base import Completion, GenerationRequest
-from ponder.extract import extract_answer
+from ponder.extract import extract_answer, final_answer_text
 from ponder.problem import Problem
 from ponder.strategies.base import TEMPERATURE, TOP_P, Strategy
 from ponder.trace import NodeKind
@@ -33,7 +33,6 @@ from ponder.verifiers.model import Reward
 
 ScorerName = Literal["auto", "prm", "verifier", "logprob"]
 
-_ANSWER = re.compile(r"\\boxed\{|(?:final answer|\banswer)\s*(?:is|:|=)", re.IGNORECASE)
 _EOS = re.compile(r"^(?:<\|?[^<>\s]*(?:end|eos|eot)[^<>\s]*\|?>|</s>)$", re.IGNORECASE)
 _HINTS = {
     "step": " Number your steps 'Step 1:', 'Step 2:', and so on, one per line.",
@@ -177,7 +176,7 @@ class Steps:
         eos = (
             completion.finish_reason == "stop" and bool(tokens) and bool(_EOS.match(tokens[-1].token.strip()))
         )
-        return replace(grown, steps=(*path.steps, step), complete=eos or bool(_ANSWER.search(step)))
+        return replace(grown, steps=(*path.steps, step), complete=eos or final_answer_text(step) is not None)
 
     def answer(self, problem: Problem, path: Path) -> str | None:
         return extract_answer(self.text(path), problem.format) if path.steps else None

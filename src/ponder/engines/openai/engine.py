@@ -160,6 +160,7 @@ class OpenAIEngine:
         backoff: float = 0.5,
         max_backoff: float = 20.0,
         stream: bool = True,
+        explicit_sampling: bool = False,
     ) -> None:
         env = settings()
         url = base_url or env.openai_base_url
@@ -171,6 +172,7 @@ class OpenAIEngine:
         self.model: str = model or env.model or ""
         self.price = price if price is not None else Price.given(env.price_input, env.price_output, env=True)
         self.stream = stream
+        self.explicit_sampling = explicit_sampling
         # None: not yet known; False once the server was seen to ignore or reject n > 1.
         self.n_supported: bool | None = None
         key = api_key or (env.api_key.get_secret_value() if env.api_key else None)
@@ -314,7 +316,9 @@ class OpenAIEngine:
             if self.stream:
                 stream = Stream(chat, n, first, sink.emit)
                 sink.streams.append(stream)
-            body = request_body(req, self.model, n, seed, grant.max_tokens, stream is not None)
+            body = request_body(
+                req, self.model, n, seed, grant.max_tokens, stream is not None, self.explicit_sampling
+            )
             path = "/chat/completions" if chat else "/completions"
             t0 = time.monotonic()
             error = None

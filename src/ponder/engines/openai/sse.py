@@ -107,6 +107,8 @@ class Stream:
                 if isinstance(chunk.get("error"), dict | str):
                     raise BadReply(f"error in the stream: {str(chunk['error'])[:300]}")
                 self.add(chunk)
-        if not done and (not self.text or len(self.finish) < len(self.text)):
-            raise BadReply("the stream ended before the completion did")
+        # A choice without a finish reason was cut, even if [DONE] came: llama-cpp-python's
+        # server ends a stream that way when another request interrupts it.
+        if not self.text or len(self.finish) < len(self.text):
+            raise BadReply("the stream ended before the completion did" + ("" if done else " (no [DONE])"))
         return self.response()

@@ -65,9 +65,21 @@ def split(total: int, weights: Sequence[int]) -> list[int]:
 
 
 def request_body(
-    req: GenerationRequest, model: str, n: int, seed: int | None, max_tokens: int, stream: bool
+    req: GenerationRequest,
+    model: str,
+    n: int,
+    seed: int | None,
+    max_tokens: int,
+    stream: bool,
+    explicit_sampling: bool = False,
 ) -> dict[str, Any]:
-    """The JSON body for /chat/completions (messages) or /completions (raw prompt)."""
+    """The JSON body for /chat/completions (messages) or /completions (raw prompt).
+
+    `explicit_sampling` also sends top_k, min_p and repeat_penalty=1 even when they are off:
+    llama.cpp-family servers otherwise apply their own defaults (repeat_penalty 1.1, top_k
+    40, min_p 0.05), even at temperature 0, so their "greedy" text is not greedy (measured by
+    benchmarks/engine_parity.py: 3/40 greedy texts equal to the embedded engine's without,
+    34/40 with, one question at a time)."""
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": max_tokens,
@@ -82,10 +94,12 @@ def request_body(
         body["seed"] = seed
     # Extensions (vLLM, SGLang, llama.cpp); sent only when used because strict servers
     # (OpenAI) reject unknown fields.
-    if req.top_k > 0:
+    if req.top_k > 0 or explicit_sampling:
         body["top_k"] = req.top_k
-    if req.min_p > 0:
+    if req.min_p > 0 or explicit_sampling:
         body["min_p"] = req.min_p
+    if explicit_sampling:
+        body["repeat_penalty"] = 1.0
     if req.messages is not None:
         messages = [dict(m) for m in req.messages]
         if req.prefill:
