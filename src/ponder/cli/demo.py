@@ -75,7 +75,8 @@ async def _run(
     try:
         for i, question in enumerate(questions, 1):
             for spec in specs:
-                stderr.print(f"[dim]question {i}/{len(questions)} · {spec}[/]", end="\r")
+                if stderr.is_terminal:  # a progress line, overwritten; nothing on a pipe
+                    stderr.print(f"[dim]question {i}/{len(questions)} · {spec}[/]".ljust(60), end="\r")
                 answers[spec].append(
                     await athink(
                         question.problem, strategy=spec, engine=engine, store=store, max_tokens=max_tokens
