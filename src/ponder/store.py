@@ -86,6 +86,7 @@ _NODE_COLUMNS = (
     "id, trace_id, parent_id, seq, kind, text, answer, score, prompt_tokens, completion_tokens, seconds,"
     " meta, created_at, version"
 )
+_NODE_NAMES = tuple(name.strip() for name in _NODE_COLUMNS.split(","))  # read once, not per row
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -382,8 +383,7 @@ def _node_values(node: NodeRecord) -> tuple[Any, ...]:
 
 
 def _node(row: tuple[Any, ...]) -> NodeRecord:
-    names = [name.strip() for name in _NODE_COLUMNS.split(",")]
-    fields = dict(zip(names, row, strict=True))
+    fields = dict(zip(_NODE_NAMES, row, strict=True))
     fields["meta"] = json.loads(fields["meta"])
     return NodeRecord(**fields)
 
