@@ -126,3 +126,25 @@ async def test_auto_on_the_bundled_model_records_its_decision() -> None:
     (decision,) = [n for n in nodes if n.kind == "decision"]
     assert decision.meta["signals"]["mean_logprob"] is not None  # the embedded engine gives logprobs
     assert answer.usage.completion_tokens == sum(n.completion_tokens for n in nodes)
+
+
+async def test_a_vote_whose_answers_scatter_gives_up_and_keeps_the_greedy_answer() -> None:
+    engine = ScriptedEngine(
+        by_temperature("Answer: 5", [f"Answer: {k}" for k in range(10, 40)]), logprob=-2.0
+    )
+    answer, nodes = await think_auto(
+        engine, "auto:signal=mean_logprob,threshold=-0.5,give_up=5,rule=gain,stop_threshold=0.96"
+    )
+    assert answer.answer == "5"  # no two samples agreed: the first vote (the greedy answer) stands
+    assert sum(1 for n in nodes if n.kind == "sample") == 5
+    assert [n for n in nodes if n.kind == "vote"][-1].meta["stop"] == "scattered"
+
+
+async def test_giving_up_waits_while_two_answers_agree() -> None:
+    engine = ScriptedEngine(
+        by_temperature("Answer: 5", ["Answer: 7", "Answer: 7", *[f"Answer: {k}" for k in range(10, 40)]]),
+        logprob=-2.0,
+    )
+    _, nodes = await think_auto(engine, "auto:signal=mean_logprob,threshold=-0.5,give_up=3,rule=lead,max_n=6")
+    assert sum(1 for n in nodes if n.kind == "sample") == 6  # 7 had two votes: never "scattered"
+    assert all(n.meta.get("stop") != "scattered" for n in nodes if n.kind == "vote")

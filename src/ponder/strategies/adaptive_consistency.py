@@ -7,6 +7,7 @@ the vote is settled, so easy questions cost a few samples and hard ones up to `m
         a, b = counts of the two leading answers
         if a - b > max_n - len(answers): stop     # the leader can no longer lose
         if P(settled | answers) >= threshold: stop
+        if give_up and len(answers) >= give_up and no two agree: stop     # scattered: hopeless
 
 "Settled" is one of the rules in `ponder.stopping`: `gain` (default: more samples are
 expected to raise the chosen answer's vote share by less than 1 - threshold, so they are not
@@ -17,6 +18,11 @@ The greedy answer (temperature 0, decoded in the first round's batch; `greedy=fa
 off) is a small model's single most likely answer and far more often right than one sample
 at temperature (SmolLM2 on products: 54-62% against 24-48%), so as the first vote it makes an
 early 2-0 stop much safer; with a strong model the two hardly differ and it costs one sample.
+
+`give_up` (off by default) is the other side of "don't overthink": when that many samples
+hold no two equal answers, the model is guessing and more samples mostly add more guesses, so
+the vote stops and returns its first answer (the greedy one, when it is first). Whether it pays
+is a question for data: `auto` fits it (benchmarks/routing.py --fit).
 
 Samples with no extractable answer count toward max_n but not toward the vote.
 
@@ -59,6 +65,10 @@ class AdaptiveConsistency(Strategy):
     alpha: float = field(
         default=1.0, metadata={"help": "gain, predictive: weight of a not-yet-seen answer", "gt": 0.0}
     )
+    give_up: int = field(
+        default=0,
+        metadata={"help": "stop once this many samples hold no two equal answers (0: never)", "ge": 0},
+    )
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature", **TEMPERATURE})
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling", **TOP_P})
 
@@ -99,7 +109,16 @@ class AdaptiveConsistency(Strategy):
         return self._result(samples, vote_node)
 
     def settled(self, votes: Tally, remaining: int) -> tuple[str | None, float]:
-        return settled(votes, remaining, self.rule, self.threshold, self.alpha)
+        stop, p = settled(votes, remaining, self.rule, self.threshold, self.alpha)
+        drawn = self.max_n - remaining
+        if (
+            stop is None
+            and self.give_up
+            and drawn >= self.give_up
+            and max(votes.totals.values(), default=0) <= 1
+        ):
+            return "scattered", p
+        return stop, p
 
     def _result(self, samples: list[Candidate], vote_node: str | None) -> Result:
         pool = [s for s in samples if s.finished and s.answer] or [s for s in samples if s.answer] or samples

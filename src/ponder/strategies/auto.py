@@ -9,12 +9,15 @@ compute by difficulty, not uniformly).
         return the best-scoring candidate
     if confidence(fast) >= threshold: return fast                       # easy: the model is sure
     return adaptive vote, with fast as its first vote                   # hard: vote until settled
+                                                                        #   (or until it is plainly guessing)
 
 Every step writes a "decision" node with its signals, so `ponder traces show` answers "why did
 it think longer here?". The confidence signal and its threshold are *fitted*, not picked:
 `benchmarks/routing.py --fit` measures, on seeded questions the bundled model finds easy and
-hard, which signal best predicts a wrong greedy answer and the threshold above which voting
-stops paying; the result is `routing.json` beside this file, with the seeds it was fitted on.
+hard, which signal best predicts a wrong greedy answer, the threshold above which voting
+stops paying, and how the vote stops (rule, threshold, giving up on scattered answers), all
+replayed exactly from recorded samples; the result is `routing.json` beside this file, with
+the seeds it was fitted on.
 An engine without logprobs gives no confidence: the router then always asks the vote, whose
 gain rule stops after two agreeing votes on easy questions anyway.
 """
@@ -29,6 +32,7 @@ from typing import Any, Literal
 
 from ponder.context import Candidate, Context
 from ponder.problem import Problem
+from ponder.stopping import StopRule
 from ponder.strategies.adaptive_consistency import AdaptiveConsistency
 from ponder.strategies.base import COUNT, TEMPERATURE, TOP_P, Result, Strategy
 from ponder.strategies.deepconf import lowest_group_confidence, token_confidences
@@ -82,6 +86,21 @@ class Auto(Strategy):
         default=0.8, metadata={"help": "sampling temperature when escalating", **TEMPERATURE}
     )
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling when escalating", **TOP_P})
+    rule: StopRule = field(
+        default=_calibrated("rule", "gain"),
+        metadata={"help": "the vote's stopping rule (see adaptive-consistency; fitted)"},
+    )
+    stop_threshold: float = field(
+        default=_calibrated("stop_threshold", 0.96),
+        metadata={"help": "the vote stops when its rule's score >= this (fitted)", "ge": 0.5, "le": 1.0},
+    )
+    give_up: int = field(
+        default=_calibrated("give_up", 0),
+        metadata={
+            "help": "the vote stops once this many samples hold no two equal answers (0: never; fitted)",
+            "ge": 0,
+        },
+    )
     verifier: Verifier | None = field(default=None, metadata={"nested": True})
 
     async def run(self, problem: Problem, ctx: Context) -> Result:
@@ -106,7 +125,13 @@ class Auto(Strategy):
             reason = "the greedy answer has no extractable answer"
         node = self._decide(ctx, f"escalate to a vote: {reason}", "adaptive-consistency", seen)
         vote = AdaptiveConsistency(
-            max_n=self.max_n, batch=self.batch, temperature=self.temperature, top_p=self.top_p
+            max_n=self.max_n,
+            batch=self.batch,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            rule=self.rule,
+            threshold=self.stop_threshold,
+            give_up=self.give_up,
         )
         return await vote.vote(problem, ctx.child(node), [fast])
 
