@@ -9,12 +9,13 @@ whole batch, side by side in one run on one engine:
 - `self-consistency:n=16` uniform: each question capped at total / N tokens;
 - `direct`: one greedy answer each (it cannot use more; its tokens are shown for scale).
 
-Accuracy with a paired 95% interval against allocated auto, tokens spent against the total,
-and how the tokens split between easy and hard items. Use seeds the router was not fitted
-on (routing.json: 101, 102) nor reported on (201, 202).
+Accuracy with paired 95% intervals (against direct, and allocated auto against the even
+split at the same total), tokens spent against the total, and how the tokens split between
+easy and hard items, at each total given. Use seeds the router was not fitted on
+(routing.json: 101, 102) nor reported on (201, 202).
 
     PONDER_THREADS=1 python benchmarks/allocation.py --seeds 301 302 --size 8 \\
-        --per-question 200 --out docs/results/allocation
+        --per-question 100 200 400 --out docs/results/allocation
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from ponder import Budget
 from ponder.batch import Outcome, athink_many
 from ponder.engines.llamacpp import LlamaCppEngine
 
-ALLOCATED = "auto, total budget"
-UNIFORM = "self-consistency:n=16, total / N each"
+ALLOCATED = "auto allocated"
+UNIFORM = "SC-16 even split"
 DIRECT = "direct"
 
 
@@ -78,34 +79,38 @@ def row(item: Item, outcome: Outcome) -> dict[str, Any]:
     }
 
 
-def report(results: dict[str, list[dict[str, Any]]], total: int) -> str:
-    base = [r["correct"] for r in results[ALLOCATED]]
-    n = len(base)
+def report(results: dict[str, list[dict[str, Any]]], totals: dict[str, int]) -> str:
+    """A row per arm: accuracy (paired 95% intervals against direct and, for allocated auto,
+    against the even split at the same total), tokens spent against the total, and how they
+    split between easy and hard items."""
+    direct = [r["correct"] for r in results[DIRECT]]
+    n = len(direct)
     lines = [
-        f"{n} questions, total budget {total} tokens ({total // n} per question) for each arm",
-        f"{'arm':<38}{'accuracy':>9}{'vs auto':>15}{'spent':>8}{'of total':>9}"
-        f"{'tok/easy q':>11}{'tok/hard q':>11}{'acc easy':>9}{'acc hard':>9}",
+        f"{n} questions (half easy, half hard); each arm but direct gets the total shown",
+        f"{'arm':<30}{'total':>7}{'accuracy':>9}{'vs direct':>15}{'vs even split':>15}{'spent':>7}"
+        f"{'/total':>7}{'tok/easy q':>11}{'tok/hard q':>11}{'acc easy':>9}{'acc hard':>9}{'escalated':>10}",
     ]
-    for label, rows in results.items():
+    for arm, rows in results.items():
         correct = [r["correct"] for r in rows]
         acc = sum(correct) / n
         spent = sum(r["tokens"] for r in rows)
+        total = totals.get(arm)
         by = {level: [r for r in rows if r["level"] == level] for level in ("easy", "hard")}
         tok = {k: sum(r["tokens"] for r in v) / max(1, len(v)) for k, v in by.items()}
         accs = {k: 100 * sum(r["correct"] for r in v) / max(1, len(v)) for k, v in by.items()}
-        diff = 100 * (acc - sum(base) / n)
+        even = results.get(arm.replace(ALLOCATED, UNIFORM)) if arm.startswith(ALLOCATED) else None
+        versus = ""
+        if even is not None:
+            other = [r["correct"] for r in even]
+            versus = f"{100 * (acc - sum(other) / n):+.1f} ±{paired_ci95(other, correct):.1f}"
         lines.append(
-            f"{label:<38}{100 * acc:>8.1f}%{diff:>+8.1f} ±{paired_ci95(base, correct):>4.1f}"
-            f"{spent:>8}{spent / total:>9.2f}{tok['easy']:>11.0f}{tok['hard']:>11.0f}"
-            f"{accs['easy']:>8.0f}%{accs['hard']:>8.0f}%"
+            f"{arm:<30}{total or '':>7}{100 * acc:>8.1f}%"
+            f"{f'{100 * (acc - sum(direct) / n):+.1f} ±{paired_ci95(direct, correct):.1f}':>15}{versus:>15}"
+            f"{spent:>7}{f'{spent / total:.2f}' if total else '':>7}{tok['easy']:>11.0f}{tok['hard']:>11.0f}"
+            f"{accs['easy']:>8.0f}%{accs['hard']:>8.0f}%{sum(r['escalated'] for r in rows):>10}"
         )
-    allocated = results[ALLOCATED]
-    escalated = [r for r in allocated if r["escalated"]]
-    hard = sum(r["level"] == "hard" for r in escalated)
-    lines.append(
-        f"allocated auto escalated {len(escalated)} of {n} questions ({hard} of them hard); "
-        f"errors: {sum(bool(r['error']) for rows in results.values() for r in rows)}"
-    )
+    errors = sum(bool(r["error"]) for rows in results.values() for r in rows)
+    lines.append(f"errors: {errors}; 'escalated': questions allocated auto gave a second phase")
     return "\n".join(lines)
 
 
@@ -113,7 +118,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--per-question", type=int, default=200, help="total budget / number of questions")
+    parser.add_argument(
+        "--per-question", type=int, nargs="+", default=[200], help="totals, as tokens per question"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[301, 302])
     parser.add_argument(
         "--size", type=int, default=8, help="items per family and seed (half easy, half hard)"
@@ -124,17 +131,23 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     items = [item for _, item in mixed_items(args.seeds, args.size)]
-    total = args.per_question * len(items)
     engine = LlamaCppEngine()
     started = time.time()
-    results = {
-        label: asyncio.run(run(label, items, engine, total, args)) for label in (ALLOCATED, UNIFORM, DIRECT)
-    }
-    table = report(results, total)
+    arms = [
+        (f"{label} @ {each}/q", label, each * len(items))
+        for each in args.per_question
+        for label in (ALLOCATED, UNIFORM)
+    ]
+    results = {DIRECT: asyncio.run(run(DIRECT, items, engine, 0, args))}
+    totals: dict[str, int] = {}
+    for arm, label, total in arms:
+        results[arm] = asyncio.run(run(label, items, engine, total, args))
+        totals[arm] = total
+    table = report(results, totals)
     command = "PONDER_THREADS=1 python " + " ".join(sys.argv)
     (args.out / "table.txt").write_text(f"{table}\ncommand: {command}\n")
     (args.out / "allocation.json").write_text(
-        json.dumps({"seeds": args.seeds, "size": args.size, "total": total, "results": results}, indent=2)
+        json.dumps({"seeds": args.seeds, "size": args.size, "totals": totals, "results": results}, indent=2)
     )
     print(table)
     print(f"{time.time() - started:.0f} s", file=sys.stderr)
