@@ -12,7 +12,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ponder.budget import Budget, BudgetError
 from ponder.code.visible import visible_checks
@@ -27,6 +27,9 @@ from ponder.strategies.base import DEFAULT_STRATEGY
 from ponder.think import Answer, _blocking, _open_store, as_problem, athink, default_engine
 from ponder.trace import NodeRecord, Store
 
+if TYPE_CHECKING:
+    from ponder.allocate import Share
+
 __all__ = ["Job", "Outcome", "athink_many", "make_job", "run_jobs", "solve", "think_many"]
 
 
@@ -40,6 +43,7 @@ class Job:
     budget: Budget = field(default_factory=Budget)
     seed: int = 0
     max_tokens: int = 512
+    trace_id: str | None = None  # None: a new id (batch allocation names phase 2's after phase 1's)
 
     @property
     def problem_id(self) -> str:
@@ -54,7 +58,9 @@ class Job:
 class Outcome:
     """What one job came to: the `Answer`, whether it is right (None: no grader), each
     sample's extracted answer and grade, or why it failed (`answer` is then None); for a
-    code problem, whether the answer passed the visible checks its strategy used."""
+    code problem, whether the answer passed the visible checks its strategy used; `auto`'s
+    first decision (its text, choice and signals); under a total budget, the problem's
+    `share` of it (`ponder.allocate`)."""
 
     id: str
     strategy: str
@@ -63,6 +69,8 @@ class Outcome:
     samples: list[tuple[str | None, bool | None]] = field(default_factory=list)
     error: str | None = None
     visible: bool | None = None  # a code problem's answer passed the visible checks the strategy saw
+    decision: dict[str, Any] | None = None
+    share: Share | None = None
 
 
 def make_job(
@@ -84,10 +92,13 @@ async def solve(job: Job, engine: Engine, store: Store | None) -> Outcome:
     problem's dataset. A failing problem is an `Outcome` with `error`; a `BudgetError`
     (a dollar budget with no price) would fail every job alike and is raised."""
     heard: dict[str, NodeRecord] = {}  # listeners hear a sample as it grows: keep its final record
+    decisions: list[dict[str, Any]] = []
 
     def on_node(node: NodeRecord) -> None:
         if node.kind == "sample":
             heard[node.id] = node
+        elif node.kind == "decision" and not decisions:
+            decisions.append({"text": node.text, **node.meta})
 
     try:
         problem = resolve(job.problem) if isinstance(job.problem, ItemRef) else job.problem
@@ -99,14 +110,17 @@ async def solve(job: Job, engine: Engine, store: Store | None) -> Outcome:
             engine=engine,
             verifier=checks,
             store=store if store is not None else False,
+            trace_id=job.trace_id,
             on_node=on_node,
             seed=job.seed,
             max_tokens=job.max_tokens,
         )
         samples = [n for n in heard.values() if n.meta.get("finish_reason") not in ("budget", "cancelled")]
+        decision = decisions[0] if decisions else None
         grader = problem.meta.get(GRADER_KEY)
         if not isinstance(grader, Dataset):
-            return Outcome(job.problem_id, job.spec, answer, None, [(n.answer, None) for n in samples])
+            unknown: list[tuple[str | None, bool | None]] = [(n.answer, None) for n in samples]
+            return Outcome(job.problem_id, job.spec, answer, None, unknown, decision=decision)
         correct = await grader.agrade(problem, answer.answer, answer.response)
         visible = (await checks.verify(problem, answer.response)).passed if checks is not None else None
         graded: dict[tuple[str | None, str], bool] = {}
@@ -115,7 +129,7 @@ async def solve(job: Job, engine: Engine, store: Store | None) -> Outcome:
             if key not in graded:
                 graded[key] = await grader.agrade(problem, node.answer, node.text)
         rows: list[tuple[str | None, bool | None]] = [(n.answer, graded[(n.answer, n.text)]) for n in samples]
-        return Outcome(job.problem_id, job.spec, answer, correct, rows, visible=visible)
+        return Outcome(job.problem_id, job.spec, answer, correct, rows, visible=visible, decision=decision)
     except BudgetError:
         raise
     except Exception as exc:  # one failing problem must not sink the batch; a rerun retries it
@@ -151,6 +165,7 @@ async def athink_many(
     *,
     strategy: str | Mapping[str, Any] | Strategy = DEFAULT_STRATEGY,
     budget: Budget | str | None = None,
+    total_budget: Budget | str | None = None,
     engine: Engine | EngineSpec | None = None,
     executor: Executor | str = "local",
     store: Store | str | bool | None = None,
@@ -165,7 +180,18 @@ async def athink_many(
     `executor` is "local" (this process, `concurrency` problems at a time on one engine),
     "ray" (a local Ray cluster) or an `Executor` such as `RayExecutor(address=...)`. A
     remote executor needs `engine` as an `EngineSpec` (default: the embedded model); traces
-    land in `store` either way. `on_outcome` hears each outcome as it finishes."""
+    land in `store` either way. `on_outcome` hears each outcome as it finishes.
+
+    `total_budget` ("20000tok" or `Budget(tokens=...)`) is one token budget for all the
+    problems, spent where it is needed (`ponder.allocate`: with `auto`, a greedy answer for
+    each, the rest to the least confident), in waves of `concurrency` problems; each
+    outcome's `share` says what its problem was granted and spent. Only tokens can be
+    split: a total in seconds, dollars or samples raises `BudgetError`. With `budget` too,
+    the stricter limit wins for each problem.
+    """
+    from ponder.allocate import Allocation, allocate, total_tokens  # it builds on this module
+
+    total = None if total_budget is None else total_tokens(total_budget)
     items = [as_problem(p) for p in problems]
     items = [p if p.id is not None else dataclasses.replace(p, id=str(i)) for i, p in enumerate(items)]
     ids = [str(p.id) for p in items]
@@ -189,6 +215,9 @@ async def athink_many(
             on_outcome(outcome)
 
     try:
+        if total is not None:
+            how = Allocation(runner, engine, _open_store(store), limits, seed, max_tokens, concurrency)
+            return await allocate(items, chosen, total, how, on_outcome)
         await run_jobs(jobs, executor=runner, engine=engine, store=_open_store(store), on_outcome=landed)
     finally:
         if owned:

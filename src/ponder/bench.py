@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ponder.allocate import Allocation, allocate
 from ponder.batch import Outcome, make_job, run_jobs
 from ponder.budget import Budget
 from ponder.code.visible import describe_checks
@@ -35,7 +36,7 @@ from ponder.trace import Store
 RESULTS = "results.jsonl"
 RUN = "run.json"
 # what must match for a rerun to append to an existing out dir (seed, size and strategies may differ)
-RUN_KEYS = ("dataset", "dataset_config", "budget", "max_tokens", "engine")
+RUN_KEYS = ("dataset", "dataset_config", "budget", "max_tokens", "engine", "total_budget")
 
 
 class BenchError(ValueError):
@@ -103,6 +104,7 @@ class BenchRun:
     concurrency: int = 4
     dataset_config: dict[str, Any] = field(default_factory=dict)
     engine_label: str = "llamacpp"
+    total_budget: int | None = None  # tokens for all the problems, per strategy (`ponder.allocate`)
 
     def header(self) -> dict[str, Any]:
         return {
@@ -111,6 +113,7 @@ class BenchRun:
             "budget": {k: v for k, v in dataclasses.asdict(self.budget).items() if v is not None},
             "max_tokens": self.max_tokens,
             "engine": self.engine_label,
+            "total_budget": self.total_budget,
         }
 
     @property
@@ -221,7 +224,10 @@ async def run_bench(
     `concurrency` thinks at a time through the one engine, which batches them). Rows are
     written here, in the driver, keyed by (problem, strategy, seed): a job a dead worker
     handed back and another finished is written once. Returns this run's rows by
-    strategy, and errors."""
+    strategy, and errors.
+
+    With a total budget each strategy splits it over its problems (`ponder.allocate`); a
+    resumed run gives the problems still to do what the rows already written left of it."""
     done = read_results(run.results_path)
     todo = run.pending(done)
     executor = executor or LocalExecutor(run.concurrency)
@@ -248,17 +254,25 @@ async def run_bench(
         if on_result is not None:
             on_result(row)
 
+    trace_store = store if isinstance(store, Store) else None
     try:
-        await run_jobs(
-            jobs,
-            executor=executor,
-            engine=engine,
-            store=store if isinstance(store, Store) else None,
-            on_outcome=landed,
-        )
+        if run.total_budget is None:
+            await run_jobs(jobs, executor=executor, engine=engine, store=trace_store, on_outcome=landed)
+        else:
+            how = Allocation(
+                executor, engine, trace_store, run.budget, run.seed, run.max_tokens, run.concurrency
+            )
+            for spec in dict.fromkeys(spec for _, spec in todo):
+                left = run.total_budget - spent(run.selected(done)[spec])
+                await allocate([p for p, s in todo if s == spec], spec, left, how, landed)
     finally:
         log.close()
     return run.selected(done), errors
+
+
+def spent(rows: list[dict[str, Any]]) -> int:
+    """Completion tokens the rows used: what they took of a total budget."""
+    return sum(int(row["completion_tokens"]) for row in rows)
 
 
 def result_row(run: BenchRun, problem: Problem, answer: Answer, outcome: Outcome) -> dict[str, Any]:
@@ -304,6 +318,7 @@ def summary(run: BenchRun, rows: dict[str, list[dict[str, Any]]]) -> dict[str, A
                 "parameters": {name: getattr(strategy, name) for name, *_ in strategy.parameters()},
                 **summarize(rows.get(spec, [])),
                 **visible_summary(rows.get(spec, [])),
+                "completion_tokens_total": spent(rows.get(spec, [])),
             }
         )
     models = sorted({row["model"] for spec_rows in rows.values() for row in spec_rows})
@@ -371,11 +386,14 @@ def write_outputs(run: BenchRun, data: dict[str, Any]) -> None:
             )
     config = f" {json.dumps(data['dataset_config'])}" if data["dataset_config"] else ""
     budget = ", ".join(f"{k}={v}" for k, v in data["budget"].items()) or "none"
+    total = data.get("total_budget")
+    spending = ", ".join(f"`{s['strategy']}` {s['completion_tokens_total']}" for s in data["strategies"])
     lines = [
         f"# {data['dataset']}{config}",
         "",
         f"{data['size']} problems · seed {data['seed']} · model {', '.join(data['models']) or '?'} · "
         f"max {data['max_tokens']} tokens per sample · budget {budget}",
+        *(["", f"total budget {total} tokens per strategy; spent {spending}"] if total else []),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",

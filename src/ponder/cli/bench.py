@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ponder.allocate import total_tokens
 from ponder.bench import (
     COLUMNS,
     BenchError,
@@ -78,6 +79,15 @@ def bench(
             "--budget", "-b", help="Per-problem limit: 30s, 4000tok, $0.02, 16 samples. Repeatable."
         ),
     ] = None,
+    total_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="One token budget for all the problems, per strategy (e.g. 20000tok), spent where it "
+            "is needed: with auto, a greedy answer for each, the rest to the least confident. A resumed "
+            "run must give the same total; the problems still to do share what the rows already "
+            "written left of it."
+        ),
+    ] = None,
     concurrency: Annotated[
         int, typer.Option(help="Problems thought about at once (the engine batches them).")
     ] = 4,
@@ -123,6 +133,7 @@ def bench(
         config = _config(dataset_config)
         chosen = parse_strategies(strategies)
         limits = Budget.parse(*(budget or []))
+        total = None if total_budget is None else total_tokens(total_budget)
         source = get_dataset(dataset, config)
         problems = source.load(size, seed)
         run = BenchRun(
@@ -136,6 +147,7 @@ def bench(
             concurrency=concurrency,
             dataset_config=config,
             engine_label=engine_options.label(),
+            total_budget=total,
         )
         run.prepare()
         trace_store = TraceStore(store)
@@ -239,6 +251,9 @@ def _print(data: dict[str, Any], run: BenchRun) -> None:
         for row in table_rows(data):
             table.add_row(*row)
         out.print(table)
+        if total := data.get("total_budget"):
+            spent = ", ".join(f"{s['strategy']} {s['completion_tokens_total']}" for s in data["strategies"])
+            out.print(f"total budget {total} tokens per strategy; spent: {spent}")
     stderr.print(
         f"[dim]results in {run.out}/ (results.jsonl, summary.md/json/csv, accuracy_vs_tokens.png)[/]"
     )
