@@ -131,7 +131,7 @@ CAP = 0.35  # --fit: most of SC-16's tokens a policy may spend (the goal allows 
 async def record(items: list[Item], engine: LlamaCppEngine, max_tokens: int) -> list[dict[str, Any]]:
     """Per question: the greedy answer with its signals, and SC-16's samples in drawing order
     (answer - None when the sample does not vote - and tokens): all a replay of auto needs."""
-    fast = await run("auto:max_n=1,threshold=1e9", items, engine, max_tokens)
+    fast = await run("auto:max_n=1,threshold=inf", items, engine, max_tokens)
     gate = asyncio.Semaphore(4)
 
     async def samples(item: Item) -> list[tuple[str | None, int]]:

@@ -54,7 +54,6 @@ from ponder.trace import Store
 __all__ = ["ESCALATED", "Allocation", "Share", "allocate", "total_tokens"]
 
 ESCALATED = "-escalated"  # phase 2's trace id: phase 1's with this suffix
-ALWAYS = 1e300  # a threshold no confidence signal reaches, where `auto` refuses inf
 
 
 @dataclass(frozen=True)
@@ -211,7 +210,7 @@ def _escalating(auto: Auto) -> Auto:
     try:
         return dataclasses.replace(auto, threshold=math.inf)
     except StrategyError:
-        return dataclasses.replace(auto, threshold=ALWAYS)
+        return dataclasses.replace(auto, threshold=math.inf)
 
 
 def _wants_more(outcome: Outcome) -> bool:

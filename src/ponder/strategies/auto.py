@@ -78,7 +78,7 @@ class Auto(Strategy):
     )
     threshold: float = field(
         default=_calibrated("threshold", math.inf),
-        metadata={"help": "answer at once when the signal is >= this (inf: always vote)"},
+        metadata={"help": "answer at once when the signal is >= this (inf: always vote)", "allow_inf": True},
     )
     max_n: int = field(default=16, metadata={"help": "most samples when escalating", **COUNT})
     batch: int = field(default=2, metadata={"help": "samples per round when escalating", **COUNT})
