@@ -15,7 +15,8 @@ import pytest
 
 from fakes import ScriptedEngine
 from ponder.code.fix import afix, fix_request, write_patch
-from ponder.code.patch import PatchError, apply_patch, extract_diff, make_diff
+from ponder.code.patch import PatchError, apply_patch, make_diff
+from ponder.code.reply import extract_diff
 from ponder.code.repo import read_repo, relevant_files
 from ponder.store import TraceStore
 
