@@ -1,8 +1,10 @@
 """`ponder fix` with the bundled model on every seeded-defect repository in tests/fixtures/repos:
 how many it fixes, attempts and tokens each, and what became of each reply; side by side for
-each form of reply the prompt asks for (`--asks code,diff`). The table goes to docs/results/fix/.
+each form of reply the prompt asks for (`--asks code,diff`), over several sampling seeds
+(`--seeds 0,1,2`: the second attempt samples, so one run is a noisy count). The table goes
+to docs/results/fix/.
 
-    PONDER_THREADS=1 PYTHONPATH=src python benchmarks/fix_fixtures.py [--attempts 2] [--max-tokens 384]
+    PONDER_THREADS=1 PYTHONPATH=src python benchmarks/fix_fixtures.py [--seeds 0,1,2] [--attempts 2]
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def happened(a: Attempt) -> str:
     return f"{a.how}: {sum(r.passed for r in a.runs)}/{len(a.runs)} pass, {verdict}".replace("|", "/")
 
 
-async def run(ask: Ask, attempts: int, max_tokens: int) -> list[tuple[str, bool, str]]:
+async def run(ask: Ask, seed: int, attempts: int, max_tokens: int) -> list[tuple[str, bool, str]]:
+    """Every fixture once: (name, fixed, its table row)."""
     engine = default_engine()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -40,7 +43,7 @@ async def run(ask: Ask, attempts: int, max_tokens: int) -> list[tuple[str, bool,
             root = materialize(name, Path(tmp))
             start = time.monotonic()
             report = await afix(
-                root, checks, engine=engine, max_attempts=attempts, max_tokens=max_tokens, ask=ask
+                root, checks, engine=engine, max_attempts=attempts, max_tokens=max_tokens, ask=ask, seed=seed
             )
             applied = sum(a.error is None for a in report.attempts)
             fixed = not report.still_failing
@@ -51,31 +54,38 @@ async def run(ask: Ask, attempts: int, max_tokens: int) -> list[tuple[str, bool,
                 f"{report.usage['completion_tokens']} | {time.monotonic() - start:.0f} | {what} |"
             )
             rows.append((name, fixed, row))
-            print(f"[{ask}] {row}", flush=True)
+            print(f"[{ask} seed {seed}] {row}", flush=True)
     return rows
 
 
-async def main(asks: list[Ask], attempts: int, max_tokens: int, out: Path) -> None:
-    results = {ask: await run(ask, attempts, max_tokens) for ask in asks}
+async def main(asks: list[Ask], seeds: list[int], attempts: int, max_tokens: int, out: Path) -> None:
+    results = {(ask, seed): await run(ask, seed, attempts, max_tokens) for seed in seeds for ask in asks}
     command = (
         f"`PONDER_THREADS=1 PYTHONPATH=src python benchmarks/fix_fixtures.py --asks {','.join(asks)} "
-        f"--attempts {attempts} --max-tokens {max_tokens}`"
+        f"--seeds {','.join(map(str, seeds))} --attempts {attempts} --max-tokens {max_tokens}`"
     )
     lines = ["# ponder fix on the seeded-defect fixtures (bundled model)", "", command, ""]
-    lines += [
-        f"- asked for **{ask}**: fixed (every check passes after the best patch) "
-        f"**{sum(f for _, f, _ in rows)} of {len(rows)}**"
-        for ask, rows in results.items()
-    ]
-    for ask, rows in results.items():
+    for ask in asks:
+        counts = [sum(f for _, f, _ in results[ask, seed]) for seed in seeds]
+        lines.append(
+            f"- asked for **{ask}**: fixed (every check passes after the best patch) "
+            + ", ".join(f"**{c} of {len(NAMES)}** (seed {s})" for c, s in zip(counts, seeds, strict=True))
+            + f"; mean {sum(counts) / len(counts):.1f}"
+        )
+    lines += ["", f"Fixed in how many of the {len(seeds)} seeds:", ""]
+    lines += ["| repository | " + " | ".join(asks) + " |", "|---|" + "---:|" * len(asks)]
+    for i, name in enumerate(NAMES):
+        counts = [str(sum(results[a, s][i][1] for s in seeds)) for a in asks]
+        lines.append(f"| {name} | " + " | ".join(counts) + " |")
+    for ask in asks:
         lines += [
             "",
-            f"## asked for {ask}",
+            f"## asked for {ask}, seed {seeds[0]}: what happened",
             "",
             "| repository | checks | fixed | checks fixed | attempts | patches that applied | "
             "completion tokens | seconds | what happened |",
             "|---|---|---|---:|---:|---:|---:|---:|---|",
-            *(row for _, _, row in rows),
+            *(row for _, _, row in results[ask, seeds[0]]),
         ]
     text = "\n".join([*lines, ""])
     out.mkdir(parents=True, exist_ok=True)
@@ -86,6 +96,7 @@ async def main(asks: list[Ask], attempts: int, max_tokens: int, out: Path) -> No
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--asks", default="code,diff", help="forms of reply to ask for, in order")
+    parser.add_argument("--seeds", default="0", help="sampling seeds, each a full run: 0,1,2")
     parser.add_argument("--attempts", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=384)
     parser.add_argument("--out", type=Path, default=Path("docs/results/fix"))
@@ -93,4 +104,10 @@ if __name__ == "__main__":
     asks = [cast(Ask, a.strip()) for a in args.asks.split(",") if a.strip()]
     if bad := [a for a in asks if a not in ("code", "diff")]:
         parser.error(f"--asks takes code and diff, not {', '.join(bad)}")
-    asyncio.run(main(asks, args.attempts, args.max_tokens, args.out))
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--seeds takes integers separated by commas, not {args.seeds!r}")
+    if not asks or not seeds:
+        parser.error("--asks and --seeds need at least one value each")
+    asyncio.run(main(asks, seeds, args.attempts, args.max_tokens, args.out))

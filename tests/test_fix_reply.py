@@ -109,7 +109,7 @@ def test_imports_a_replaced_function_needs_are_added_after_the_files_imports() -
     files = {"m.py": "def a():\n    return 1\n\n\ndef b():\n    return 2\n"}
     after = patched(python("import os\nfrom m import b\n\ndef a():\n    return os.sep\n"), files, ["m.py"])
     assert after["m.py"] == "import os\n\n\ndef a():\n    return os.sep\n\n\ndef b():\n    return 2\n"
-    after = patched(python("import math\nimport sys\n\ndef area(r):\n    return sys.maxsize\n"))
+    after = patched(python("import math\nimport sys\nimport json\n\ndef area(r):\n    return sys.maxsize\n"))
     assert after["pkg/shapes.py"].startswith('"""Shapes."""\n\nimport math\nimport sys\n\nRATE = 2\n')
     assert "@cache\ndef area(r):\n    return sys.maxsize\n\n\nclass Box:" in after["pkg/shapes.py"]
 
@@ -141,12 +141,17 @@ def test_a_block_that_is_no_usable_patch_says_why(reply: str, says: str) -> None
         reply_patch(reply, files, shown)
 
 
-def test_the_diff_wins_over_code_and_blocks_keep_their_info_and_preceding_line() -> None:
+def test_a_diff_that_applies_wins_over_code_and_blocks_keep_their_info_and_preceding_line() -> None:
     diff = "--- a/pkg/util.py\n+++ b/pkg/util.py\n@@ -1,2 +1,2 @@\n def clamp(x):\n"
     diff += "-    return max(0, x)\n+    return x\n"
     reply = python("def clamp(x):\n    return 0\n") + f"```diff\n{diff}```\n"
     assert reply_patch(reply, FILES, SHOWN).how == "a unified diff"
     assert extract_diff(reply) == diff
+    bad = diff.replace("max(0, x)", "min(0, x)")
+    reply = f"```diff\n{bad}```\n" + python("def clamp(x):\n    return 0\n")
+    assert reply_patch(reply, FILES, SHOWN).how == "block 2: the whole of pkg/util.py"
+    with pytest.raises(PatchError, match=r"the unified diff: hunk 1 of pkg/util\.py does not match"):
+        reply_patch(f"```diff\n{bad}```\n", FILES, SHOWN)
     blocks = fenced_blocks("Intro\n\n### a.py\n```python a.py\nx = 1\n```\n```\nunterminated\n")
     assert blocks == [Block("python a.py", "x = 1\n", "### a.py"), Block("", "unterminated\n", "```")]
 

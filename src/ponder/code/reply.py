@@ -10,11 +10,12 @@ diff, a fenced Python block counts as a patch when it is
 - or definitions: each top-level function or class replaces the same-named one in a shown
   file (a function no file defines at top level replaces a same-named method, re-indented;
   a class that lacks some of the file's methods replaces only the methods it holds); its
-  imports the file lacks are added after the file's imports. Everything else in the file
+  imports the file lacks and now uses are added after the file's imports. Everything else in the file
   stays byte-identical; anything else in the block (usage examples) is left out.
 
-The first fenced block that changes something (and no test file) is the patch: models
-often echo the failing test and the code before correcting it. The change is returned as a
+A diff that does not apply falls back to the blocks. The first fenced block that changes
+something (and no test file) is the patch: models often echo the failing test and the code
+before correcting it. The change is returned as a
 diff (`make_diff`), so applying, checking and refusing edits to tests stay one path for
 every kind of reply.
 """
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 
 from markdown_it import MarkdownIt
 
-from ponder.code.patch import PatchError, changed_paths, is_test_file, make_diff
+from ponder.code.patch import PatchError, apply_patch, changed_paths, is_test_file, make_diff
 
 _DIFF_INFO = {"", "diff", "patch", "udiff"}
 _PYTHON_INFO = {"", "python", "py", "python3"}
@@ -93,9 +94,13 @@ def reply_patch(
     block that changes one of the `shown` files (with `protect_tests`, none of the test
     files: models often echo the failing test before the code); `PatchError` says why
     there is none. The caller still vets the patch: a diff may edit anything."""
-    if (diff := extract_diff(text)) is not None:
-        return ReplyPatch(diff, "a unified diff")
     reasons = []
+    if (diff := extract_diff(text)) is not None:
+        try:
+            apply_patch(files, diff)
+            return ReplyPatch(diff, "a unified diff")
+        except PatchError as exc:  # a reply may hold the code too
+            reasons.append(f"the unified diff: {exc}")
     for n, block in enumerate(fenced_blocks(text), 1):
         if block.language not in _PYTHON_INFO and not _named_paths(block.info, shown):
             reasons.append(f"block {n} is {block.language}, not Python")
@@ -328,15 +333,17 @@ def _splice(source: str, spans: list[tuple[int, int, str]]) -> str:
 
 def _add_imports(source: str, block: ast.Module, original: str, path: str) -> str:
     """`source` (the file at `path`) with the block's top-level imports that `original`
-    lacks, after its last top-level import (or its docstring, or at the top); never an
-    import of the file itself (a model's usage example imports what it fixed)."""
+    lacks and `source` uses, after its last top-level import (or its docstring, or at the
+    top); never an import of the file itself (a usage example imports what it fixed)."""
     have = {ast.unparse(n) for n in _parse(original).body if isinstance(n, ast.Import | ast.ImportFrom)}
+    used = {n.id for n in ast.walk(_parse(source)) if isinstance(n, ast.Name)}
     new = [
         ast.unparse(n)
         for n in block.body
         if isinstance(n, ast.Import | ast.ImportFrom)
         and ast.unparse(n) not in have
         and not _imports_itself(n, path)
+        and any((a.asname or a.name.split(".")[0]) in used for a in n.names)
     ]
     if not new:
         return source
