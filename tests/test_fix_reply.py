@@ -156,13 +156,17 @@ def test_a_diff_that_applies_wins_over_code_and_blocks_keep_their_info_and_prece
     assert blocks == [Block("python a.py", "x = 1\n", "### a.py"), Block("", "unterminated\n", "```")]
 
 
-def test_a_block_that_edits_a_test_file_is_refused_and_the_next_block_taken() -> None:
+def test_a_blocks_edits_to_test_files_are_refused_and_left_out() -> None:
     cheat = python("def test_area():\n    assert True\n")
-    with pytest.raises(PatchError, match=r"block 1 edits tests \(tests/test_shapes.py; the whole of"):
+    with pytest.raises(PatchError, match=r"block 1 edits tests only \(tests/test_shapes.py; the whole of"):
         reply_patch(cheat, FILES, SHOWN)
     fix = python("def clamp(x):\n    return abs(x)\n")
     assert patched(cheat + fix)["tests/test_shapes.py"] == FILES["tests/test_shapes.py"]
     assert patched(cheat + fix)["pkg/util.py"] == "def clamp(x):\n    return abs(x)\n"
+    both = python("def clamp(x):\n    return abs(x)\n\n\ndef test_area():\n    assert True\n")
+    read = reply_patch(both, FILES, SHOWN)
+    assert read.how.endswith("(its edits to tests/test_shapes.py left out)")
+    assert apply_patch(FILES, read.diff) == {**FILES, "pkg/util.py": "def clamp(x):\n    return abs(x)\n"}
     after = apply_patch(FILES, reply_patch(cheat, FILES, SHOWN, protect_tests=False).diff)
     assert (
         after["tests/test_shapes.py"] == "def test_area():\n    assert True\n"
@@ -182,7 +186,7 @@ async def test_a_code_block_reply_is_fixed_through_the_same_loop_and_a_test_edit
     engine = ScriptedEngine([cheat, echo, fix])
     store = TraceStore(tmp_path / "traces.sqlite")
     report = await afix(root, ["pytest -q", "ruff check ."], engine=engine, max_attempts=4, store=store)
-    assert "block 1 edits tests (test_calc.py" in str(report.attempts[0].error)
+    assert "block 1 edits tests only (test_calc.py" in str(report.attempts[0].error)
     assert "changes nothing" in str(report.attempts[1].error)
     assert report.attempts[2].adopted and report.attempts[2].how == "block 1: the whole of calc.py"
     assert report.fixed == ["pytest -q"] and not report.still_failing
@@ -205,3 +209,22 @@ def test_the_code_prompt_asks_for_a_python_block_and_a_raw_prompt_gets_its_fence
     raw = fix_request(files, [], None, chat=False, max_tokens=10)
     assert raw.prefill == "```python\n" and raw.stop == ("\n```",)
     assert fix_request(files, [], None, chat=False, ask="diff", max_tokens=10).prefill == "```diff\n"
+
+
+@pytest.mark.model
+async def test_the_bundled_models_code_replies_are_read_as_patches(tmp_path: Path) -> None:
+    """The bundled model's greedy reply on two one-file defects is a Python block, read as the
+    whole file and checked; the 135M model fixes at least one (docs/results/fix/)."""
+    from ponder.think import default_engine
+
+    fixed = []
+    for name in ("missing-return", "type-error"):
+        checks = fixture(name)["checks"]
+        assert isinstance(checks, list)
+        root = materialize(name, tmp_path)
+        report = await afix(root, checks, engine=default_engine(), max_attempts=1, max_tokens=256)
+        (attempt,) = report.attempts
+        assert attempt.error is None and str(attempt.how).startswith("block "), attempt
+        assert len(attempt.runs) == len(checks)
+        fixed += [name] if not report.still_failing else []
+    assert fixed

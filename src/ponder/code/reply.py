@@ -14,8 +14,8 @@ diff, a fenced Python block counts as a patch when it is
   stays byte-identical; anything else in the block (usage examples) is left out.
 
 A diff that does not apply falls back to the blocks. The first fenced block that changes
-something (and no test file) is the patch: models often echo the failing test and the code
-before correcting it. The change is returned as a
+something other than a test file is the patch (its edits to test files left out): models
+often echo the failing test and the code, before or beside the correction. The change is returned as a
 diff (`make_diff`), so applying, checking and refusing edits to tests stay one path for
 every kind of reply.
 """
@@ -90,10 +90,10 @@ def extract_diff(text: str) -> str | None:
 def reply_patch(
     text: str, files: dict[str, str], shown: Sequence[str], *, protect_tests: bool = True
 ) -> ReplyPatch:
-    """The patch a reply holds: its unified diff if it has one, else the first fenced Python
-    block that changes one of the `shown` files (with `protect_tests`, none of the test
-    files: models often echo the failing test before the code); `PatchError` says why
-    there is none. The caller still vets the patch: a diff may edit anything."""
+    """The patch a reply holds: its unified diff if it applies, else the first fenced Python
+    block that changes one of the `shown` files (with `protect_tests`, a block's edits to
+    test files are left out: models often echo the failing test, changed, next to the
+    code); `PatchError` says why there is none. The caller still vets a diff's paths."""
     reasons = []
     if (diff := extract_diff(text)) is not None:
         try:
@@ -110,11 +110,17 @@ def reply_patch(
         except PatchError as exc:
             reasons.append(f"block {n}: {exc}")
             continue
-        changed = changed_paths(files, after)
-        if protect_tests and (tests := [p for p in changed if is_test_file(p)]):
-            reasons.append(f"block {n} edits tests ({', '.join(tests)}; {how})")
-        elif changed:
-            return ReplyPatch(make_diff(files, after), f"block {n}: {how}")
+        tests = [p for p in changed_paths(files, after) if protect_tests and is_test_file(p)]
+        for path in tests:  # the block's code may be right even where its test is not
+            if path in files:
+                after[path] = files[path]
+            else:
+                del after[path]
+        if changed_paths(files, after):
+            left_out = f" (its edits to {', '.join(tests)} left out)" if tests else ""
+            return ReplyPatch(make_diff(files, after), f"block {n}: {how}{left_out}")
+        if tests:
+            reasons.append(f"block {n} edits tests only ({', '.join(tests)}; {how})")
         else:
             reasons.append(f"block {n} changes nothing ({how})")
     if not reasons:
