@@ -15,7 +15,8 @@ import pytest
 
 from fakes import ScriptedEngine
 from ponder.code.fix import afix, fix_request, write_patch
-from ponder.code.patch import PatchError, apply_patch, extract_diff, make_diff
+from ponder.code.patch import PatchError, apply_patch, make_diff
+from ponder.code.reply import extract_diff
 from ponder.code.repo import read_repo, relevant_files
 from ponder.store import TraceStore
 
@@ -249,6 +250,7 @@ def test_cli_apply_refuses_a_dirty_tree_and_a_directory_outside_git(tmp_path: Pa
         (["fix", "/no/such/dir", "--check", "pytest -q"], "not a directory"),
         (["fix", "{root}", "--check", "  "], "--check needs a command"),
         (["fix", "{root}", "--check", "pytest -q", "--attempts", "0"], "--attempts must be at least 1"),
+        (["fix", "{root}", "--check", "pytest -q", "--ask", "poem"], "--ask takes code or diff"),
         (["fix", "{root}"], "--check"),
     ],
 )

@@ -7,7 +7,7 @@ import asyncio
 import json
 import subprocess
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -62,6 +62,13 @@ def fix(
         bool, typer.Option("--apply", help="Write the best patch to PATH (needs a clean git work tree).")
     ] = False,
     attempts: Annotated[int, typer.Option(help="Patches to ask the model for, at most.")] = 4,
+    ask: Annotated[
+        str,
+        typer.Option(
+            help="What to ask the model for: 'code' (the corrected functions; what small models "
+            "manage) or 'diff' (a unified diff). Either kind of reply is read."
+        ),
+    ] = "code",
     budget: Annotated[
         list[str] | None, typer.Option("--budget", "-b", help="Limit: 60s, 4000tok, $0.02. Repeatable.")
     ] = None,
@@ -75,17 +82,20 @@ def fix(
     *,
     engine_options: EngineOptions,
 ) -> None:
-    """Run the checks on a sandboxed copy of PATH, ask the model for patches (unified diffs),
-    rerun every check after each, and print the best patch with what it fixed and what still
-    fails. Exit 0 when every check passes at the end, 1 when some still fail, 2 for bad input."""
+    """Run the checks on a sandboxed copy of PATH, ask the model for patches (corrected code
+    or unified diffs), rerun every check after each, and print the best patch with what it
+    fixed and what still fails. Exit 0 when every check passes at the end, 1 when some still
+    fail, 2 for bad input."""
     from ponder.code.checks import default_limits
-    from ponder.code.fix import afix, write_patch
+    from ponder.code.fix import Ask, afix, write_patch
     from ponder.code.patch import PatchError
     from ponder.code.repo import RepoError, read_repo
     from ponder.sandbox import SandboxUnavailable
 
     if attempts < 1:
         fail("--attempts must be at least 1")
+    if ask not in ("code", "diff"):
+        fail(f"--ask takes code or diff, not {ask!r}")
     if max_tokens < 1:
         fail("--max-tokens must be at least 1")
     positive_seconds(timeout, "--timeout", MAX_CHECK_SECONDS)
@@ -104,7 +114,7 @@ def fix(
     eng = engine_options.create()
     work = afix(
         root, commands, engine=eng, budget=limits, max_attempts=attempts, store=trace_store,
-        limits=default_limits(timeout), max_tokens=max_tokens, seed=seed,
+        limits=default_limits(timeout), max_tokens=max_tokens, seed=seed, ask=cast(Ask, ask),
     )  # fmt: skip
     try:
         report = asyncio.run(closing(eng, work))
@@ -139,7 +149,9 @@ def _print(report: object, apply: bool, written: list[str]) -> None:
             note = (
                 "adopted" if a.adopted else ("breaks " + ", ".join(a.broken) if a.broken else "no progress")
             )
-            stderr.print(f"attempt {a.index}: {passing}/{len(a.runs)} checks pass ({note})", soft_wrap=True)
+            stderr.print(
+                f"attempt {a.index}: {passing}/{len(a.runs)} checks pass ({note}; {a.how})", soft_wrap=True
+            )
     if report.patch:
         print(report.patch, end="")
     else:

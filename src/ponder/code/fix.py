@@ -7,8 +7,9 @@ the repository itself until asked.
     for attempt in 1..max_attempts, within the budget:
         failing = checks that fail on current
         if none: break
-        diff    = model(relevant files of current, failing output, last error)
-        after   = apply(diff, current)            # by content; a diff that does not apply is fed back
+        reply   = model(relevant files of current, failing output, last error)
+        diff    = patch(reply)                    # a unified diff, or a ```python block made into one
+        after   = apply(diff, current)            # by content; a reply that does not apply is fed back
         runs    = run(checks, after)
         broken  = checks that passed on baseline and fail now
         if not broken and more checks pass than on current: current = after   # build on progress
@@ -17,7 +18,13 @@ the repository itself until asked.
 Invariant: a patch that breaks a check that passed before is never reported as a fix
 (it is never adopted as `current`, and the report compares the best state with the
 baseline check by check). The trace is a chain: the baseline's verdict, then for each
-attempt its "revision" (the model's diff) and a "verdict" with every check's output.
+attempt its "revision" (the model's reply) and a "verdict" with every check's output (or
+why the reply held no usable patch).
+
+What the model is asked for (`ask`): "code", the corrected definitions in a ```python block
+(the default: the bundled 135M model writes code, never a diff that applies; measured on
+the fixtures, docs/results/fix/), or "diff", a unified diff. Either kind of reply is read
+(`ponder.code.reply`).
 """
 
 from __future__ import annotations
@@ -27,22 +34,35 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ponder.budget import Budget, Meter
 from ponder.code.checks import CheckRun, default_limits, run_checks
-from ponder.code.patch import PatchError, apply_patch, extract_diff, make_diff
+from ponder.code.patch import PatchError, apply_patch, changed_paths, is_test_file, make_diff
+from ponder.code.reply import reply_patch
 from ponder.code.repo import PROMPT_CHARS, read_repo, relevant_files
 from ponder.context import Context
 from ponder.engines.base import Engine, GenerationRequest, Message
 from ponder.sandbox import Limits
 from ponder.trace import Store, Trace
 
-FIX_SYSTEM = (
-    "You fix bugs in a Python repository. Reply with a unified diff in one ```diff code block: "
-    "'--- a/PATH' and '+++ b/PATH' headers, then '@@' hunks whose context and '-' lines are copied "
-    "exactly from the file. Change only what makes the failing checks pass."
-)
+Ask = Literal["code", "diff"]
+FIX_SYSTEM: dict[Ask, str] = {
+    "diff": (
+        "You fix bugs in a Python repository. Reply with a unified diff in one ```diff code block: "
+        "'--- a/PATH' and '+++ b/PATH' headers, then '@@' hunks whose context and '-' lines are copied "
+        "exactly from the file. Change only what makes the failing checks pass."
+    ),
+    "code": (
+        "You fix bugs in a Python repository. Reply with the corrected function (or class) in one "
+        "```python code block, written out whole. Change only what makes the failing checks pass; "
+        "do not change the tests."
+    ),
+}
+FIX_ASK: dict[Ask, tuple[str, str]] = {  # the last line of the prompt, and the reply's start
+    "diff": ("Write the unified diff that fixes them.", "```diff\n"),
+    "code": ("Write the corrected code.", "```python\n"),
+}
 #: characters of one check's output in a prompt (its tail: summaries and errors come last)
 OUTPUT_CHARS = 1500
 
@@ -53,7 +73,8 @@ class Attempt:
 
     index: int
     response: str
-    diff: str | None
+    diff: str | None = None
+    how: str | None = None  # how the reply was read: a unified diff, a whole file, definitions
     error: str | None = None
     runs: list[CheckRun] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)
@@ -116,24 +137,42 @@ def _passing(runs: Sequence[CheckRun]) -> int:
     return sum(r.passed for r in runs)
 
 
+def _outputs(failing: Sequence[CheckRun]) -> str:
+    return "\n\n".join(f"$ {r.command}\n{r.output[-OUTPUT_CHARS:]}" for r in failing)
+
+
+def shown_files(files: dict[str, str], failing: Sequence[CheckRun]) -> list[str]:
+    """The files a fix prompt shows (within `PROMPT_CHARS`), most relevant first."""
+    return relevant_files(files, _outputs(failing), PROMPT_CHARS)
+
+
 def fix_request(
-    files: dict[str, str], failing: Sequence[CheckRun], last_error: str | None, *, chat: bool, **params: Any
+    files: dict[str, str],
+    failing: Sequence[CheckRun],
+    last_error: str | None,
+    *,
+    chat: bool,
+    ask: Ask = "code",
+    **params: Any,
 ) -> GenerationRequest:
-    """The model sees the relevant files (within `PROMPT_CHARS`) and each failing check's output."""
-    outputs = "\n\n".join(f"$ {r.command}\n{r.output[-OUTPUT_CHARS:]}" for r in failing)
-    shown = relevant_files(files, outputs, PROMPT_CHARS)
+    """The model sees the relevant files and each failing check's output. A raw-prompt
+    engine gets the reply's opening fence as prefill."""
+    outputs = _outputs(failing)
+    shown = shown_files(files, failing)
     sources = "\n\n".join(f"### {p}\n```python\n{files[p].rstrip()}\n```" for p in shown)
-    ask = f"Repository files:\n\n{sources}\n\nFailing checks:\n\n{outputs}\n\n"
+    last_line, opening = FIX_ASK[ask]
+    user = f"Repository files:\n\n{sources}\n\nFailing checks:\n\n{outputs}\n\n"
     if last_error:
-        ask += f"Your previous patch could not be used: {last_error}\n\n"
-    ask += "Write the unified diff that fixes them."
+        user += f"Your previous patch could not be used: {last_error}\n\n"
+    user += last_line
     if chat:
         messages: list[Message] = [
-            {"role": "system", "content": FIX_SYSTEM},
-            {"role": "user", "content": ask},
+            {"role": "system", "content": FIX_SYSTEM[ask]},
+            {"role": "user", "content": user},
         ]
         return GenerationRequest(messages=messages, **params)
-    return GenerationRequest(prompt=f"{FIX_SYSTEM}\n\n{ask}\n```diff\n", stop=("\n```",), **params)
+    prompt = f"{FIX_SYSTEM[ask]}\n\n{user}\n"
+    return GenerationRequest(prompt=prompt, prefill=opening, stop=("\n```",), **params)
 
 
 async def afix(
@@ -148,11 +187,12 @@ async def afix(
     max_tokens: int = 512,
     seed: int = 0,
     protect_tests: bool = True,
+    ask: Ask = "code",
 ) -> FixReport:
     """Run `checks` on a copy of the repository at `root`, ask `engine` for patches until
     they pass, the attempts or the budget run out; `root` itself is only read. With
     `protect_tests` a patch that edits test files is refused (making a test pass by
-    changing the test is no fix)."""
+    changing the test is no fix). `ask` is the form of reply the prompt asks for."""
     files = read_repo(root)
     limits = limits or default_limits()
     meter = Meter(budget or Budget())
@@ -182,24 +222,24 @@ async def afix(
             if not failing or meter.limit_reached():
                 break
             request = fix_request(
-                current, failing, last_error, chat=ctx.chat, max_tokens=max_tokens,
+                current, failing, last_error, chat=ctx.chat, ask=ask, max_tokens=max_tokens,
                 temperature=0.0 if i == 1 else 0.7, top_p=0.95, seed=seed + i,
             )  # fmt: skip
             (generated,) = await ctx.complete([request], kind="revision", parent=parent, meta={"attempt": i})
             if not generated:
                 break
-            text = generated[0].completion.text
-            attempt = Attempt(i, text, extract_diff(text))
+            attempt = Attempt(i, request.prefill + generated[0].completion.text)
             attempts.append(attempt)
             try:
-                if attempt.diff is None:
-                    raise PatchError("the reply holds no unified diff (---/+++ headers and @@ hunks)")
-                after = apply_patch(current, attempt.diff)
+                shown = shown_files(current, failing)
+                patch = reply_patch(attempt.response, current, shown, protect_tests=protect_tests)
+                attempt.diff, attempt.how = patch.diff, patch.how
+                after = apply_patch(current, patch.diff)
                 if after == current:
-                    raise PatchError("the diff changes nothing")
-                if protect_tests and (tests := [p for p in _changed(current, after) if is_test_file(p)]):
+                    raise PatchError(f"the patch changes nothing ({patch.how})")
+                if protect_tests and (tests := [p for p in changed_paths(current, after) if is_test_file(p)]):
                     raise PatchError(
-                        f"the diff edits tests ({', '.join(tests)}); fix the code under test instead"
+                        f"the patch edits tests ({', '.join(tests)}); fix the code under test instead"
                     )
             except PatchError as exc:
                 attempt.error = last_error = str(exc)
@@ -269,7 +309,13 @@ def _record(
     )
     extra: dict[str, Any] = {}
     if attempt is not None:
-        extra = {"fixed": attempt.fixed, "broken": attempt.broken, "adopted": attempt.adopted}
+        extra = {
+            "fixed": attempt.fixed,
+            "broken": attempt.broken,
+            "adopted": attempt.adopted,
+            "how": attempt.how,
+        }
+        label += f" ({attempt.how})"
     return ctx.note(
         "verdict",
         f"{label}:\n{text}",
@@ -281,25 +327,10 @@ def _record(
     )
 
 
-def _changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    return sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
-
-
-def is_test_file(path: str) -> bool:
-    """pytest's default test file names, and anything under a tests/ directory."""
-    name = path.rsplit("/", 1)[-1]
-    return (
-        name.startswith("test_")
-        or name.endswith("_test.py")
-        or name == "conftest.py"
-        or "/tests/" in f"/{path}"
-    )
-
-
 def write_patch(root: Path, before: dict[str, str], after: dict[str, str]) -> list[str]:
     """Write the files that differ between `before` and `after` under `root` (deleting the
     removed ones); refuses when a file changed on disk since it was read."""
-    changed = _changed(before, after)
+    changed = changed_paths(before, after)
     for path in changed:
         target = root / path
         on_disk = target.read_text(encoding="utf-8") if target.is_file() else None

@@ -11,26 +11,13 @@ from __future__ import annotations
 
 import difflib
 import posixpath
-import re
 from collections.abc import Iterable
 
 import whatthepatch
 
-_FENCE = re.compile(r"```[ \t]*(?:diff|patch|udiff)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
-
 
 class PatchError(ValueError):
     """A diff that cannot be applied; the message says which file or hunk and why."""
-
-
-def extract_diff(text: str) -> str | None:
-    """The diff in a response: the fenced blocks that look like one, else the text from its
-    first `--- ` header."""
-    blocks = [b for b in _FENCE.findall(text) if re.search(r"^(---|\+\+\+|@@)", b, re.MULTILINE)]
-    if blocks:
-        return "\n".join(blocks)
-    start = re.search(r"^--- ", text, re.MULTILINE)
-    return text[start.start() :] if start else None
 
 
 def _clean_path(path: str | None) -> str | None:
@@ -129,3 +116,18 @@ def make_diff(before: dict[str, str], after: dict[str, str]) -> str:
             )
         )
     return "".join(c if c.endswith("\n") else c + "\n\\ No newline at end of file\n" for c in chunks)
+
+
+def changed_paths(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+
+
+def is_test_file(path: str) -> bool:
+    """pytest's default test file names, and anything under a tests/ directory."""
+    name = path.rsplit("/", 1)[-1]
+    return (
+        name.startswith("test_")
+        or name.endswith("_test.py")
+        or name == "conftest.py"
+        or "/tests/" in f"/{path}"
+    )
