@@ -7,7 +7,7 @@ when tests pass, votes add up) on outputs a small model would rarely produce on 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from ponder.budget import Meter
 from ponder.engines.base import Completion, GenerationRequest, OnCompletion, OnDelta, Price, TokenLogprob
@@ -29,7 +29,8 @@ class ScriptedEngine:
     returns; one token per whitespace-separated word; charges the meter like a real engine.
 
     `logprob` is every token's logprob, or a function of the sample's text giving it; `tops`,
-    when given, are the tokens' top candidates instead (a verifier reading Yes/No odds)."""
+    when given, are the tokens' top candidates instead (a verifier reading Yes/No odds).
+    `before`, when given, is awaited with each request first (it may hold it back or raise)."""
 
     model = "scripted"
     price = Price(1.0, 2.0)
@@ -41,8 +42,10 @@ class ScriptedEngine:
         *,
         logprob: float | Callable[[str], float] = -0.1,
         tops: Sequence[dict[str, float]] | None = None,
+        before: Callable[[GenerationRequest], Awaitable[None]] | None = None,
     ) -> None:
         self.script = script
+        self.before = before
         self.calls: list[GenerationRequest] = []
         self.batches: list[list[GenerationRequest]] = []  # each generate call's requests
         self.logprob = logprob
@@ -71,6 +74,8 @@ class ScriptedEngine:
         out: list[list[Completion]] = []
         self.batches.append(list(requests))
         for r, req in enumerate(requests):
+            if self.before is not None:
+                await self.before(req)
             self.calls.append(req)
             prompt_tokens = prompt_words(req)
             if meter is not None:

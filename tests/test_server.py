@@ -466,7 +466,6 @@ def test_the_viewer_page_is_open_and_its_data_needs_the_key(tmp_path: Path) -> N
         ({"messages": [{"role": "user", "content": {"x": 1}}]}, "messages"),
         ({"temperature": 9}, "temperature"),
         ({"model": "direct/ponder", "temperature": 0.7}, "temperature"),
-        ({"n": 2, "stream": True}, "n"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"reasoning_effort": "extreme"}, "reasoning_effort"),

@@ -1,15 +1,12 @@
 """The HTTP surface: OpenAI's `/v1/models` and `/v1/chat/completions`, plus ponder's jobs
 and traces under `/v1/ponder/`. Handlers stay thin: parse (wire), decide (plan), think
-(service), say (wire / streaming)."""
+(service), say (wire; streaming and chatstream for SSE)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -23,13 +20,13 @@ from starlette.types import Receive, Scope, Send
 
 import ponder.ui
 from ponder.engines.base import Engine, EngineError
-from ponder.server.guards import Busy, Guard
+from ponder.server.chatstream import chat_stream
+from ponder.server.guards import Guard
 from ponder.server.jobs import Jobs
 from ponder.server.plan import ALIAS, Plan
 from ponder.server.service import ClientGone, Outcome, ServerConfig, Service, completion
-from ponder.server.streaming import Narrator, follow
 from ponder.server.thinking import engine_failure, failure
-from ponder.server.wire import ApiError, chunk, error_body, parse_chat, sse, usage_body
+from ponder.server.wire import ApiError, error_body, parse_chat
 from ponder.store import StoreError, TraceStore
 from ponder.strategies import REGISTRY
 
@@ -161,11 +158,9 @@ def _routes(app: FastAPI) -> None:
         body = parse_chat(await request.body())
         chosen = service.plan(body)
         if body.stream:
-            if chosen.n != 1:
-                raise ApiError(400, "n: streaming gives one choice; use n=1 or stream=false", param="n")
             service.gate.check()
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return Stream(_chat_stream(service, chosen, include_usage, request))
+            return Stream(chat_stream(service, chosen, include_usage, request))
         async with service.gate.slot():
             outcomes = await asyncio.gather(
                 *(_answer(service, chosen, chosen.seed + i, request) for i in range(chosen.n))
@@ -234,59 +229,3 @@ async def _answer(service: Service, chosen: Plan, seed: int, request: Request) -
     if error is not None:
         raise error
     return Outcome.of(answer)
-
-
-async def _chat_stream(
-    service: Service, chosen: Plan, include_usage: bool, request: Request
-) -> AsyncIterator[bytes]:
-    """Thoughts as `delta.reasoning_content` while they happen, then the answer as
-    `delta.content`, a last chunk with the finish reason and ponder's fields, usage when
-    asked, `[DONE]`. A client that leaves cancels the think; an error ends the stream
-    with an OpenAI-style error event."""
-    cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), chosen.model
-    async with contextlib.AsyncExitStack() as slot:
-        try:
-            await slot.enter_async_context(service.gate.slot())
-        except Busy as busy:  # the queue filled since the handler's check
-            yield sse(busy.body())
-            return
-        try:
-            thinking = await service.begin(chosen, chosen.seed)
-        except (EngineError, StoreError) as exc:
-            yield sse(error_body(str(exc), kind="upstream_error"))
-            return
-        request.state.log = {"trace_id": thinking.trace_id, "strategy": chosen.spec}
-        narrator = Narrator()
-        try:
-            yield sse(chunk(cid, model, created, {"role": "assistant", "content": ""}))
-            async for nodes in follow(
-                service.store, thinking.trace_id, thinking, gone=request.is_disconnected
-            ):
-                said = narrator.say(nodes)
-                if said:
-                    yield sse(chunk(cid, model, created, {"reasoning_content": said}))
-                elif not nodes:
-                    yield b": keep-alive\n\n"
-            if not thinking.done:  # the client left
-                return
-            answer = thinking.task.result()
-            error = failure(service.store, answer, service.engine)
-            if error is not None:
-                yield sse(error.body())
-                return
-            outcome = Outcome.of(answer)
-        except EngineError as exc:
-            yield sse(engine_failure(exc).body())
-            return
-        except StoreError as exc:
-            yield sse(error_body(str(exc), kind="server_error"))
-            return
-        finally:
-            if not thinking.done:
-                await service.stop(thinking, service.leaving_status)
-    content, finish = outcome.content(chosen.stop)
-    yield sse(chunk(cid, model, created, {"content": content}))
-    yield sse(chunk(cid, model, created, {}, finish_reason=finish, ponder=outcome.ponder()))
-    if include_usage:
-        yield sse(chunk(cid, model, created, None, usage=usage_body(outcome.usage)))
-    yield sse("[DONE]")

@@ -135,14 +135,19 @@ class Outcome:
 def completion(outcomes: list[Outcome], model: str, stops: list[str]) -> dict[str, Any]:
     """A `chat.completion` with one choice per outcome; usage is their sum."""
     choices = [choice(i, *o.content(stops)) for i, o in enumerate(outcomes)]
+    ponder = outcomes[0].ponder()
+    if len(outcomes) > 1:
+        ponder["choices"] = [o.ponder() for o in outcomes]
+    return completion_body(f"chatcmpl-{uuid.uuid4().hex}", model, choices, total_usage(outcomes), ponder)
+
+
+def total_usage(outcomes: list[Outcome]) -> dict[str, Any]:
+    """The usage of a request with one choice per outcome (streamed or not): their sum."""
     total: dict[str, Any] = {}
     for o in outcomes:
         for k in ("prompt_tokens", "completion_tokens", "reasoning_tokens"):
             total[k] = total.get(k, 0) + int(o.usage.get(k, 0))
-    ponder = outcomes[0].ponder()
-    if len(outcomes) > 1:
-        ponder["choices"] = [o.ponder() for o in outcomes]
-    return completion_body(f"chatcmpl-{uuid.uuid4().hex}", model, choices, usage_body(total), ponder)
+    return usage_body(total)
 
 
 class Service:

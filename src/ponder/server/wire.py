@@ -181,20 +181,9 @@ def choice(index: int, content: str, finish_reason: str, reasoning: str | None =
 
 
 def chunk(
-    completion_id: str,
-    model: str,
-    created: int,
-    delta: dict[str, Any] | None,
-    *,
-    finish_reason: str | None = None,
-    **extra: Any,
+    completion_id: str, model: str, created: int, choices: list[dict[str, Any]], **extra: Any
 ) -> dict[str, Any]:
-    """One `chat.completion.chunk`; `delta=None` gives the usage-only chunk (no choices)."""
-    choices = (
-        []
-        if delta is None
-        else [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
-    )
+    """One `chat.completion.chunk`; no choices gives the usage-only chunk."""
     return {
         "id": completion_id,
         "object": "chat.completion.chunk",
@@ -203,6 +192,11 @@ def chunk(
         "choices": choices,
         **extra,
     }
+
+
+def choice_delta(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+    """What choice `index` adds in one chunk."""
+    return {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
 
 
 def sse(data: Any, *, event: str | None = None, event_id: int | None = None) -> bytes:
