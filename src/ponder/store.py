@@ -6,6 +6,11 @@ The schema is versioned (`PRAGMA user_version`) and upgraded in place by `MIGRAT
 store written by an older ponder opens with a newer one; a newer store is refused rather
 than misread. A trace records which process writes it (`owner`): one left "running" by a
 process that is gone reads as "interrupted".
+
+A server's job may wait for a slot: its trace is begun "queued" with the `job` it will run
+(the request as JSON), so a queued job outlives its process too. `dequeue` moves it on
+atomically (only one caller wins: two servers on one store run it once) and
+`adopt_queued` hands a new server the queued jobs of owners that are gone.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import re
 import socket
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +81,17 @@ MIGRATIONS = [
         PRIMARY KEY (trace_id, key)
     );
     """,
+    # 2 -> 3: a queued job's request, to run it after a restart.
+    """
+    ALTER TABLE traces ADD COLUMN job TEXT;
+    CREATE INDEX traces_by_status ON traces(status, created_at);
+    """,
 ]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 _TRACE_COLUMNS = (
     "id, question, strategy, model, budget, status, answer, stopped_by, usage, created_at, finished_at,"
-    " problem, error, owner"
+    " problem, error, owner, job"
 )
 _NODE_COLUMNS = (
     "id, trace_id, parent_id, seq, kind, text, answer, score, prompt_tokens, completion_tokens, seconds,"
@@ -186,12 +197,13 @@ class TraceStore:
         with self._lock:
             self._db.close()
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+    def _write(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one write; returns how many rows it changed."""
         if self.readonly:
             raise StoreError(f"trace store {self.path} is open read-only")
         try:
             with self._lock:
-                self._db.execute(sql, params)
+                return self._db.execute(sql, params).rowcount
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write trace store {self.path}: {exc}") from exc
 
@@ -212,21 +224,67 @@ class TraceStore:
         budget: dict[str, Any],
         created_at: float,
         problem: dict[str, Any] | None = None,
+        job: dict[str, Any] | None = None,
     ) -> None:
-        self._write(
-            "INSERT INTO traces (id, question, strategy, model, budget, status, created_at, problem, owner)"
-            " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+        """Begin a trace "running", or "queued" with the `job` to run later. A queued trace
+        this process has dequeued (running, no nodes yet) is begun in place: it keeps its
+        id and creation time. Any other trace with that id is an error."""
+        changed = self._write(
+            "INSERT INTO traces (id, question, strategy, model, budget, status, created_at, problem, owner,"
+            " job) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET question=excluded.question, strategy=excluded.strategy,"
+            " model=excluded.model, budget=excluded.budget, problem=excluded.problem"
+            " WHERE excluded.status = 'running' AND traces.status = 'running'"
+            " AND traces.owner = excluded.owner"
+            " AND NOT EXISTS (SELECT 1 FROM nodes WHERE nodes.trace_id = traces.id)",
             (
                 trace_id,
                 question,
                 strategy,
                 model,
                 json.dumps(budget),
+                "running" if job is None else "queued",
                 created_at,
                 json.dumps(problem or {}),
                 this_process(),
+                None if job is None else json.dumps(job),
             ),
         )
+        if changed != 1:
+            raise StoreError(f"cannot begin trace {trace_id}: a trace with that id exists")
+
+    def dequeue(self, trace_id: str, status: TraceStatus, error: str | None = None) -> bool:
+        """Move a queued trace on: to "running" when this process will think it now (it
+        becomes the owner), or to an end ("cancelled", "error"). Atomic: True only for the
+        one caller that moved it, False when it was no longer queued."""
+        ending = status != "running"
+        return (
+            self._write(
+                "UPDATE traces SET status=?, owner=CASE WHEN ? THEN owner ELSE ? END,"
+                " finished_at=CASE WHEN ? THEN ? END, error=? WHERE id=? AND status='queued'",
+                (status, ending, this_process(), ending, time.time(), error, trace_id),
+            )
+            == 1
+        )
+
+    def adopt_queued(self) -> list[TraceRecord]:
+        """The queued traces whose owner is gone, now owned by this process, oldest first:
+        a server starting up runs the jobs a dead one had accepted. Each is taken with one
+        conditional write, so of two servers starting at once only one adopts a job."""
+        me = this_process()
+        adopted = [
+            trace_id
+            for trace_id, owner in self._query(
+                "SELECT id, owner FROM traces WHERE status='queued' ORDER BY created_at, rowid"
+            )
+            if not owner_alive(owner)
+            and self._write(
+                "UPDATE traces SET owner=? WHERE id=? AND status='queued' AND owner IS ?",
+                (me, trace_id, owner),
+            )
+            == 1
+        ]
+        return [trace for trace in map(self.get_trace, adopted) if trace is not None]
 
     def add_node(self, node: NodeRecord) -> None:
         self._write(
@@ -406,4 +464,5 @@ def _trace(row: tuple[Any, ...]) -> TraceRecord:
         finished_at=row[10],
         problem=json.loads(row[11] or "{}"),
         error=row[12],
+        job=json.loads(row[14]) if row[14] else None,
     )

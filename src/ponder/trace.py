@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 NodeKind = Literal[
     "root", "sample", "step", "critique", "revision", "vote", "verdict", "answer", "note", "decision"
 ]
-TraceStatus = Literal["running", "done", "error", "cancelled", "interrupted"]
+TraceStatus = Literal["queued", "running", "done", "error", "cancelled", "interrupted"]
 
 
 @dataclass
@@ -63,6 +63,7 @@ class TraceRecord:
     problem: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     prompts: dict[str, Any] = field(default_factory=dict)
+    job: dict[str, Any] | None = None  # a server job's request, kept to run it after a restart
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,7 +84,16 @@ class Store(Protocol):
         budget: dict[str, Any],
         created_at: float,
         problem: dict[str, Any] | None = None,
-    ) -> None: ...
+        job: dict[str, Any] | None = None,
+    ) -> None:
+        """Begin "running", or "queued" with the `job` to run later (see `dequeue`)."""
+
+    def dequeue(self, trace_id: str, status: TraceStatus, error: str | None = None) -> bool:
+        """Move a queued trace to `status` ("running": this process thinks it now); True
+        only for the one caller that moved it."""
+
+    def adopt_queued(self) -> list[TraceRecord]:
+        """Take over the queued traces whose owning process is gone, oldest first."""
 
     def add_node(self, node: NodeRecord) -> None: ...
 

@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ponder.trace import NodeRecord, Store, TraceRecord
+from ponder.trace import NodeRecord, Store, TraceRecord, TraceStatus
 
 
 @dataclass
@@ -18,6 +18,7 @@ class _Recorded:
     nodes: dict[str, NodeRecord] = field(default_factory=dict)  # by id, in the order added
     prompts: dict[str, dict[str, Any]] = field(default_factory=dict)
     finish: dict[str, Any] | None = None
+    status: str = "running"  # until finished: "queued" while a job waits
 
 
 class Recorder:
@@ -29,7 +30,20 @@ class Recorder:
 
     # the Store protocol's keyword arguments, kept as given (replay passes them back)
     def begin_trace(self, trace_id: str, **fields: Any) -> None:
-        self.traces[trace_id] = _Recorded(fields)
+        queued = fields.get("job") is not None
+        self.traces[trace_id] = _Recorded(fields, status="queued" if queued else "running")
+
+    def dequeue(self, trace_id: str, status: TraceStatus, error: str | None = None) -> bool:
+        rec = self.traces.get(trace_id)
+        if rec is None or rec.status != "queued":
+            return False
+        rec.status = status
+        if status != "running":
+            rec.finish = {"status": status, "error": error}
+        return True
+
+    def adopt_queued(self) -> list[TraceRecord]:
+        return []  # one process's memory: no other owner to take jobs over from
 
     def add_node(self, node: NodeRecord) -> None:
         self.traces[node.trace_id].nodes[node.id] = dataclasses.replace(node, meta=dict(node.meta))
@@ -47,7 +61,7 @@ class Recorder:
         rec = self.traces.get(trace_id)
         if rec is None:
             return None
-        begin, finish = rec.begin, rec.finish or {"status": "running"}
+        begin, finish = rec.begin, rec.finish or {"status": rec.status}
         return TraceRecord(
             id=trace_id,
             question=begin["question"],
@@ -64,6 +78,7 @@ class Recorder:
             problem=begin.get("problem") or {},
             error=finish.get("error"),
             prompts=dict(rec.prompts),
+            job=begin.get("job"),
         )
 
     def list_traces(
