@@ -72,6 +72,7 @@ def create_app(
         service = Service(config, the_engine, the_store, stopping)
         app.state.service = service
         app.state.jobs = Jobs(service)
+        app.state.jobs.resume()  # queued jobs a dead server left in the store
         log.info("serving %s (store %s)", service.served, the_store.path)
         try:
             yield

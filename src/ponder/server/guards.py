@@ -170,8 +170,11 @@ class Gate:
             raise Busy(self.retry_after())
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        self.check()
+    async def slot(self, *, admitted: bool = False) -> AsyncIterator[None]:
+        """Wait for a slot and hold it; `admitted` work (a job a dead server had accepted)
+        waits even past the queue's cap rather than be refused."""
+        if not admitted:
+            self.check()
         self.waiting += 1
         try:
             await self._slots.acquire()

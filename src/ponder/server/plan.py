@@ -54,6 +54,35 @@ class Plan:
     def spec(self) -> str:
         return self.strategy.spec()
 
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON data: what a queued job keeps in the store to run after a restart."""
+        return {
+            "messages": self.problem.messages,
+            "format": self.problem.format,
+            "strategy": self.strategy.to_dict(),
+            "budget": {k: v for k, v in dataclasses.asdict(self.budget).items() if v is not None},
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "n": self.n,
+            "stop": self.stop,
+            "model": self.model,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], engine: Engine) -> Plan:
+        """The plan `to_dict` wrote; ValueError (or KeyError, TypeError) if it cannot be rebuilt
+        here (a strategy this ponder or engine does not know)."""
+        return cls(
+            problem=Problem.from_messages(data["messages"], format=data["format"]),
+            strategy=parse_strategy(data["strategy"], engine=engine),
+            budget=Budget(**data["budget"]),
+            max_tokens=int(data["max_tokens"]),
+            seed=int(data["seed"]),
+            n=int(data["n"]),
+            stop=[str(s) for s in data["stop"]],
+            model=str(data["model"]),
+        )
+
 
 @dataclass(frozen=True)
 class Defaults:

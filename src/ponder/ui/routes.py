@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.resources import files
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,11 +19,12 @@ from fastapi.responses import JSONResponse, Response
 
 from ponder.store import StoreError, TraceStore
 from ponder.strategies import REGISTRY
+from ponder.trace import TraceStatus
 from ponder.ui import views
 from ponder.usage import BY, UsageError, parse_since, spend
 
 StoreSource = TraceStore | Callable[[], TraceStore]
-STATUSES = ("running", "done", "error", "cancelled", "interrupted")
+STATUSES: tuple[str, ...] = get_args(TraceStatus)
 _STATIC = {
     "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
