@@ -19,7 +19,8 @@ the seeds it saw. `--refit FIT.json` re-chooses from a saved fit run without the
 Report on other seeds.
 
     python benchmarks/routing.py --fit --seeds 101 102 --size 24 --out docs/results/routing/fit
-    python benchmarks/routing.py --seeds 203 204 --size 24 --out docs/results/routing
+    python benchmarks/routing.py --seeds 203 204 --size 28 --out docs/results/routing/seeds-203-204
+    python benchmarks/routing.py --pool docs/results/routing/seeds-* --out docs/results/routing
 """
 
 from __future__ import annotations
@@ -275,6 +276,9 @@ def main() -> None:
     )
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--fit", action="store_true", help="calibrate auto on these seeds")
+    parser.add_argument(
+        "--pool", type=Path, nargs="+", help="report runs' out dirs: one table and plot over all (no model)"
+    )
     parser.add_argument("--refit", type=Path, help="re-choose the policy from a saved fit.json (no model)")
     parser.add_argument("--out", type=Path, default=Path("docs/results/routing"))
     args = parser.parse_args()
@@ -283,6 +287,13 @@ def main() -> None:
     items = [item for _, item in pairs]
     families = [family for family, _ in pairs]
     started = time.time()
+    if args.pool:
+        results, families, seeds = pool(args.pool)
+        table = report(results, families)
+        (args.out / "table.txt").write_text(table + f"\ncommand: {' '.join(sys.argv)} (seeds {seeds})\n")
+        plot(results, args.out / "accuracy_vs_tokens.png")
+        print(table)
+        return
     if args.refit:
         saved = json.loads(args.refit.read_text())
         args.seeds, args.size = saved["seeds"], saved["size"]
@@ -361,24 +372,36 @@ def report(results: dict[str, list[dict[str, Any]]], families: list[str]) -> str
 
 
 def plot(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Accuracy (with its 95% interval) against tokens per question, one point per strategy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for spec, rows in results.items():
-        tokens = sum(r["tokens"] for r in rows) / len(rows)
-        acc = 100 * sum(r["correct"] for r in rows) / len(rows)
-        ax.scatter([tokens], [acc], s=60)
-        ax.annotate(spec, (tokens, acc), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        n = len(rows)
+        tokens = sum(r["tokens"] for r in rows) / n
+        acc = sum(r["correct"] for r in rows) / n
+        half = 100 * 1.96 * (acc * (1 - acc) / n) ** 0.5
+        ax.errorbar([tokens], [100 * acc], yerr=[half], fmt="o", ms=7, capsize=4)
+        ax.annotate(spec, (tokens, 100 * acc), textcoords="offset points", xytext=(7, 5), fontsize=8)
     ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("generated tokens per question (log)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("auto vs fixed strategies, mixed easy/hard sets")
+    ax.set_ylabel("accuracy (%), 95% interval")
+    n = len(next(iter(results.values())))
+    ax.set_title(f"auto vs fixed strategies: {n} mixed easy/hard questions", fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def pool(dirs: list[Path]) -> tuple[dict[str, list[dict[str, Any]]], list[str], list[int]]:
+    """Several report runs' routing.json as one: their questions one after another."""
+    runs = [json.loads((d / "routing.json").read_text()) for d in dirs]
+    results = {spec: [row for run in runs for row in run["results"][spec]] for spec in STRATEGIES}
+    return results, [f for run in runs for f in run["families"]], [s for run in runs for s in run["seeds"]]
 
 
 if __name__ == "__main__":
