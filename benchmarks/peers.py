@@ -15,7 +15,14 @@ Tokens are counted as each side reports them (`usage.completion_tokens`), and fo
 as its backend reported them in optillm's own conversation log (the sum over every provider
 call): optillm's `self_consistency` leaves length-truncated samples out of its count.
 
-    python benchmarks/peers.py --size 24 --seed 401 --out docs/results/peers
+The peers' venv:
+
+    python -m venv /work/peers-venv
+    /work/peers-venv/bin/pip install --no-deps optillm==0.4.0
+    /work/peers-venv/bin/pip install flask openai cerebras_cloud_sdk 'z3-solver<=4.15.4.0' sympy numpy \
+        networkx aiohttp math-verify PyYAML 'its_hub[iaas]==1.2.0'
+
+    PONDER_THREADS=1 python benchmarks/peers.py --size 24 --seed 401 --out docs/results/peers
 """
 
 from __future__ import annotations
@@ -99,7 +106,9 @@ def arms(urls: dict[str, str], max_tokens: int) -> list[dict[str, Any]]:
         {"arm": "optillm cot_reflection", "url": urls["optillm"], "model": f"cot_reflection-{ALIAS}",
          "system": solve, "temperature": "0.6", "body": {"max_tokens": max_tokens}},
         {"arm": "its_hub self-consistency budget=8", "url": urls["its_hub"], "model": ALIAS, "system": solve,
-         "temperature": "0.8", "body": {"max_tokens": max_tokens, "budget": 8}},
+         "temperature": "0.8 (backend default)", "body": {"max_tokens": max_tokens, "budget": 8}},
+        {"arm": "ponder direct (greedy)", "url": urls["ponder"], "model": "direct/ponder",
+         "system": [], "temperature": "0", "body": {"max_tokens": max_tokens}},
         {"arm": "ponder self-consistency:n=8", "url": urls["ponder"], "model": "self-consistency:n=8/ponder",
          "system": [], "temperature": "0.8", "body": {"max_tokens": max_tokens}},
         {"arm": "ponder auto", "url": urls["ponder"], "model": "auto/ponder", "system": [],
