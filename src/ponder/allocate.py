@@ -133,7 +133,7 @@ async def allocate(
         else:
             done(_shared(outcome, cap))
 
-    greedy, escalating = dataclasses.replace(auto, max_n=1), _escalating(auto)
+    greedy, escalating = dataclasses.replace(auto, max_n=1), dataclasses.replace(auto, threshold=math.inf)
     phases: tuple[str | Strategy, str | Strategy] = (
         (greedy.spec(), escalating.spec()) if isinstance(strategy, str) else (greedy, escalating)
     )
@@ -205,14 +205,6 @@ def _auto(strategy: str | Strategy, engine: Engine | EngineSpec) -> Auto | None:
     return parsed if isinstance(parsed, Auto) else None
 
 
-def _escalating(auto: Auto) -> Auto:
-    """`auto` that always escalates; inf where its threshold allows it."""
-    try:
-        return dataclasses.replace(auto, threshold=math.inf)
-    except StrategyError:
-        return dataclasses.replace(auto, threshold=math.inf)
-
-
 def _wants_more(outcome: Outcome) -> bool:
     """Phase 1 decided to escalate, or answered at once only because its cap ran out."""
     if outcome.answer is None or outcome.decision is None:
@@ -246,23 +238,21 @@ def _joined(first: Outcome, cap1: int, second: Outcome, cap2: int) -> Outcome:
     spent = _spent(first, cap1) + _spent(second, cap2)
     traces = (first.answer.trace_id, *(() if second.answer is None else (second.answer.trace_id,)))
     if second.answer is not None and second.answer.answer is not None:
-        usage = _sum(first.answer.usage, second.answer.usage)
+        usage = first.answer.usage + second.answer.usage
         answer = dataclasses.replace(second.answer, usage=usage)
         share = Share(cap1 + cap2, spent, True, traces)
         return dataclasses.replace(second, answer=answer, decision=first.decision, share=share)
     why = second.error or "phase 2 gave no answer"
     extra = second.answer.usage if second.answer is not None else None
-    usage = _sum(first.answer.usage, extra) if extra else _charged(first.answer.usage, cap2)
+    unknown = Usage(
+        prompt_tokens=0,
+        reasoning_tokens=cap2,
+        completion_tokens=cap2,
+        total_tokens=cap2,
+        seconds=0.0,
+        usd=0.0,
+    )
+    usage = first.answer.usage + (extra or unknown)  # a failed run is charged its whole cap
     answer = dataclasses.replace(first.answer, usage=usage)
     note = f"kept phase 1's answer: {why}"
     return dataclasses.replace(first, answer=answer, share=Share(cap1 + cap2, spent, True, traces, note))
-
-
-def _sum(a: Usage, b: Usage) -> Usage:
-    return Usage(**{f.name: getattr(a, f.name) + getattr(b, f.name) for f in dataclasses.fields(Usage)})
-
-
-def _charged(usage: Usage, tokens: int) -> Usage:
-    """`usage` plus tokens a failed run may have generated (its whole cap)."""
-    more = {"completion_tokens": tokens, "reasoning_tokens": tokens, "total_tokens": tokens}
-    return dataclasses.replace(usage, **{k: getattr(usage, k) + v for k, v in more.items()})

@@ -110,7 +110,7 @@ class BenchRun:
         return {
             "dataset": self.dataset.name,
             "dataset_config": self.dataset_config,
-            "budget": {k: v for k, v in dataclasses.asdict(self.budget).items() if v is not None},
+            "budget": self.budget.to_dict(),
             "max_tokens": self.max_tokens,
             "engine": self.engine_label,
             "total_budget": self.total_budget,

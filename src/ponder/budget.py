@@ -55,6 +55,14 @@ class Budget:
             if value is not None and (not math.isfinite(value) or value <= 0):
                 raise BudgetError(f"budget {name} must be positive, got {value!r}")
 
+    def to_dict(self) -> dict[str, float]:
+        """The limits that are set, by name (what traces and run headers record)."""
+        return {
+            name: value
+            for name in ("seconds", "tokens", "usd", "samples")
+            if (value := getattr(self, name)) is not None
+        }
+
     def merge(self, other: Budget) -> Budget:
         """The stricter of each limit."""
         fields = {}

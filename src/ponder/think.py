@@ -38,6 +38,12 @@ class Usage:
     seconds: float
     usd: float
 
+    def __add__(self, other: Usage) -> Usage:
+        """Two thinks' costs together (one problem thought about in two phases)."""
+        return Usage(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)}
+        )
+
     @classmethod
     def from_meter(cls, meter: Meter, shown_tokens: int) -> Usage:
         completion = meter.completion_tokens
@@ -149,7 +155,7 @@ async def athink(
             question=problem.question,
             strategy=chosen.spec(),
             model=engine.model,
-            budget={k: v for k, v in dataclasses.asdict(meter.budget).items() if v is not None},
+            budget=meter.budget.to_dict(),
             created_at=time.time(),
             problem=_problem_record(problem),
         )

@@ -204,7 +204,7 @@ async def afix(
             question=question,
             strategy=f"fix:attempts={max_attempts}",
             model=engine.model,
-            budget={k: v for k, v in dataclasses.asdict(meter.budget).items() if v is not None},
+            budget=meter.budget.to_dict(),
             created_at=time.time(),
             problem={"format": "code", "has_tests": True},
         )

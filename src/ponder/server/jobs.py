@@ -87,7 +87,7 @@ class Jobs:
                         question=plan.problem.question,
                         strategy=plan.spec,
                         model=service.engine.model,
-                        budget={k: v for k, v in dataclasses.asdict(plan.budget).items() if v is not None},
+                        budget=plan.budget.to_dict(),
                         created_at=time.time(),
                         job=plan.to_dict(),
                     )

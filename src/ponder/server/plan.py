@@ -60,7 +60,7 @@ class Plan:
             "messages": self.problem.messages,
             "format": self.problem.format,
             "strategy": self.strategy.to_dict(),
-            "budget": {k: v for k, v in dataclasses.asdict(self.budget).items() if v is not None},
+            "budget": self.budget.to_dict(),
             "max_tokens": self.max_tokens,
             "seed": self.seed,
             "n": self.n,
